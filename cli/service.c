@@ -1,0 +1,99 @@
+/* pinion service ...: certificates granted the service role (read and
+ * write all of the topic root).  The plugin also trusts them for TLS, so a
+ * service may use a self-signed certificate. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/x509v3.h>
+
+#include "cert.h"
+#include "cli.h"
+#include "db.h"
+
+static int cmd_add(struct cli_ctx *ctx, int argc, char **argv)
+{
+    const char *pos[2];
+    int rc;
+    struct pn_err err;
+    char state[6];
+    if (cli_parse(ctx, argc, argv, NULL, pos, 2, 2, &rc) < 0)
+        return rc;
+    if (cli_check_name("service", pos[0]) < 0)
+        return 1;
+    X509 *x = pn_cert_load(pos[1], &err);
+    if (!x)
+        return cli_fail_err(&err);
+    rc = 1;
+    unsigned char *der = NULL;
+    char *subject = pn_cert_subject(x);
+    if (pn_key_check(X509_get0_pubkey(x), &err) < 0 ||
+        pn_cert_check_dates(x, time(NULL), &err) < 0) {
+        cli_fail("%s: %s", pos[1], err.msg);
+        goto out;
+    }
+    if (X509_get_extension_flags(x) & EXFLAG_CA && !(X509_get_extension_flags(x) & EXFLAG_SS)) {
+        cli_fail("%s: a CA certificate cannot be a service identity", pos[1]);
+        goto out;
+    }
+    if (!cli_db(ctx))
+        goto out;
+    char id[PN_CERT_ID_HEX], na[32];
+    pn_cert_id(x, id);
+    pn_time_iso(pn_cert_not_after(x), na);
+    int derlen = pn_cert_der(x, &der);
+    const char *v[] = {id, pos[0], subject ? subject : "", (const char *)der, na};
+    int lens[] = {0, 0, 0, derlen, 0}, fmts[] = {0, 0, 0, 1, 0};
+    PGresult *res = pn_db_exec(ctx->db,
+                               "INSERT INTO service_identities (id, name, subject, der, not_after) "
+                               "VALUES ($1, $2, $3, $4, $5) "
+                               "RETURNING name, id, subject, not_after, created_at",
+                               5, v, lens, fmts, state, &err);
+    if (!res) {
+        if (strcmp(state, PN_SQLSTATE_UNIQUE) == 0)
+            cli_fail("a service named '%s' or this certificate is already registered", pos[0]);
+        else
+            cli_fail_err(&err);
+        goto out;
+    }
+    pn_db_audit(ctx->db, "service.add", id, NULL, NULL);
+    json_t *rows = cli_rows(res);
+    PQclear(res);
+    cli_print_obj(ctx, json_incref(json_array_get(rows, 0)));
+    json_decref(rows);
+    rc = 0;
+out:
+    OPENSSL_free(der);
+    free(subject);
+    X509_free(x);
+    return rc;
+}
+
+static int cmd_list(struct cli_ctx *ctx, int argc, char **argv)
+{
+    const char *pos[1];
+    int rc;
+    struct pn_err err;
+    if (cli_parse(ctx, argc, argv, NULL, pos, 0, 0, &rc) < 0)
+        return rc;
+    if (!cli_db(ctx))
+        return 1;
+    PGresult *res = pn_db_q(ctx->db, &err,
+                            "SELECT name, id, subject, not_after, created_at "
+                            "FROM service_identities ORDER BY name",
+                            0, NULL);
+    if (!res)
+        return cli_fail_err(&err);
+    cli_print_rows(ctx, cli_rows(res));
+    PQclear(res);
+    return 0;
+}
+
+const struct cli_cmd cli_service_cmds[] = {
+    {"add", cmd_add, "NAME CERT.pem", "grant the service role to a certificate",
+     "A service identity may read and write everything under the topic root (piniond uses\n"
+     "one). Brokers add the certificate to their trust directory, so it may be self-signed."},
+    {"list", cmd_list, "", "list service identities", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};

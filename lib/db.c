@@ -1,0 +1,122 @@
+#include "db.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "migrate.h"
+
+static void quiet_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+PGconn *pn_db_connect(const char *conninfo, struct pn_err *err)
+{
+    PGconn *db = PQconnectdb(conninfo ? conninfo : "");
+    if (!db) {
+        pn_err_set(err, "database: out of memory");
+        return NULL;
+    }
+    if (PQstatus(db) != CONNECTION_OK) {
+        char msg[PN_ERR_MAX];
+        snprintf(msg, sizeof(msg), "%s", PQerrorMessage(db));
+        /* libpq messages span lines; keep the first meaningful one. */
+        msg[strcspn(msg, "\n")] = '\0';
+        pn_err_set(err, "cannot connect to database: %s", msg[0] ? msg : "unknown error");
+        PQfinish(db);
+        return NULL;
+    }
+    /* Keep server notices (e.g. "relation already exists, skipping") off
+     * the CLI's stderr: they are not errors. */
+    PQsetNoticeProcessor(db, quiet_notice, NULL);
+    /* Every timestamp Pinion prints or parses is UTC. */
+    PGresult *res = PQexec(db, "SET TimeZone TO 'UTC'");
+    PQclear(res);
+    return db;
+}
+
+PGresult *pn_db_exec(PGconn *db, const char *sql, int n, const char *const *values,
+                     const int *lengths, const int *formats, char sqlstate[6],
+                     struct pn_err *err)
+{
+    if (sqlstate)
+        sqlstate[0] = '\0';
+    PGresult *res = PQexecParams(db, sql, n, NULL, values, lengths, formats, 0);
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return res;
+
+    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (sqlstate && state)
+        snprintf(sqlstate, 6, "%s", state);
+    if (primary) {
+        pn_err_set(err, "database: %s", primary);
+    } else {
+        char msg[PN_ERR_MAX];
+        snprintf(msg, sizeof(msg), "%s", PQerrorMessage(db));
+        msg[strcspn(msg, "\n")] = '\0';
+        pn_err_set(err, "database: %s", msg[0] ? msg : "query failed");
+    }
+    PQclear(res);
+    return NULL;
+}
+
+PGresult *pn_db_q(PGconn *db, struct pn_err *err, const char *sql, int n,
+                  const char *const *values)
+{
+    return pn_db_exec(db, sql, n, values, NULL, NULL, NULL, err);
+}
+
+int pn_db_cmd(PGconn *db, struct pn_err *err, const char *sql, int n,
+              const char *const *values)
+{
+    PGresult *res = pn_db_q(db, err, sql, n, values);
+    if (!res)
+        return -1;
+    PQclear(res);
+    return 0;
+}
+
+int pn_db_begin(PGconn *db, struct pn_err *err)
+{
+    return pn_db_cmd(db, err, "BEGIN", 0, NULL);
+}
+
+int pn_db_commit(PGconn *db, struct pn_err *err)
+{
+    return pn_db_cmd(db, err, "COMMIT", 0, NULL);
+}
+
+void pn_db_rollback(PGconn *db)
+{
+    PGresult *res = PQexec(db, "ROLLBACK");
+    PQclear(res);
+}
+
+int pn_db_check_schema(PGconn *db, struct pn_err *err)
+{
+    int have = 0;
+    if (pn_migrate_current(db, &have, err) < 0)
+        return -1;
+    int want = pn_migrate_latest();
+    if (have == want)
+        return 0;
+    if (have > want)
+        return pn_err_set(err, "database schema is at version %d, newer than this pinion "
+                               "understands (%d); upgrade pinion", have, want);
+    if (have == 0)
+        return pn_err_set(err, "database has no Pinion schema; run `pinion db migrate`");
+    return pn_err_set(err, "database schema is at version %d, this pinion needs %d; "
+                           "run `pinion db migrate`", have, want);
+}
+
+int pn_db_audit(PGconn *db, const char *action, const char *object,
+                const char *detail_json, struct pn_err *err)
+{
+    const char *v[] = {action, object, detail_json ? detail_json : "{}"};
+    return pn_db_cmd(db, err,
+                     "INSERT INTO audit_log (action, object, detail) VALUES ($1, $2, $3::jsonb)",
+                     3, v);
+}

@@ -1,0 +1,50 @@
+/* Thin helpers over libpq: connect, run a parameterised statement, and turn
+ * a server error into one sentence.  SQL is always sent with PQexecParams
+ * (or, for multi-statement migration text, PQexec of a compiled-in file);
+ * nothing is ever spliced into SQL text. */
+#ifndef PN_DB_H
+#define PN_DB_H
+
+#include <libpq-fe.h>
+
+#include "err.h"
+
+/* SQLSTATE of a unique_violation, for "already exists" messages. */
+#define PN_SQLSTATE_UNIQUE "23505"
+
+/* Opens a connection.  conninfo may be a keyword/value string or a URI;
+ * NULL or "" means libpq's defaults (PG* environment variables).
+ * Returns NULL and fills err on failure.  Caller owns the PGconn (PQfinish). */
+PGconn *pn_db_connect(const char *conninfo, struct pn_err *err);
+
+/* Runs one statement with n parameters.  lengths/formats may be NULL (all
+ * text).  On success returns the result (caller PQclear()s it).  On failure
+ * returns NULL, fills err with "database: <server message>" and, when
+ * sqlstate is non-NULL, copies the 5-character SQLSTATE (else "").
+ * Results are requested in text format. */
+PGresult *pn_db_exec(PGconn *db, const char *sql, int n, const char *const *values,
+                     const int *lengths, const int *formats, char sqlstate[6],
+                     struct pn_err *err);
+
+/* Shorthand for text-only parameters and no SQLSTATE interest. */
+PGresult *pn_db_q(PGconn *db, struct pn_err *err, const char *sql, int n,
+                  const char *const *values);
+
+/* Runs a statement whose result is not needed.  0 / -1. */
+int pn_db_cmd(PGconn *db, struct pn_err *err, const char *sql, int n,
+              const char *const *values);
+
+int pn_db_begin(PGconn *db, struct pn_err *err);
+int pn_db_commit(PGconn *db, struct pn_err *err);
+/* Best effort; never fails the caller. */
+void pn_db_rollback(PGconn *db);
+
+/* Returns 0 when the database's schema is exactly the version this binary
+ * was built with, else -1 with a sentence telling the operator what to do. */
+int pn_db_check_schema(PGconn *db, struct pn_err *err);
+
+/* Appends a row to audit_log.  detail_json may be NULL ("{}"). */
+int pn_db_audit(PGconn *db, const char *action, const char *object,
+                const char *detail_json, struct pn_err *err);
+
+#endif

@@ -1,0 +1,29 @@
+/* Small, careful file helpers: whole-file reads with a size cap, exclusive
+ * creation (never overwrite a key), and atomic replacement. */
+#ifndef PN_FSUTIL_H
+#define PN_FSUTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "err.h"
+
+/* Reads a whole regular file of at most max bytes.  Returns a malloc'd
+ * buffer with a NUL appended (not counted in *len); caller frees.  NULL and
+ * err on failure ("PATH: No such file or directory", "PATH: larger than ..."). */
+unsigned char *pn_file_read(const char *path, size_t max, size_t *len, struct pn_err *err);
+
+/* Creates path with the given mode and contents; fails if it exists.  The
+ * data is fsync'd; on any failure the partial file is removed. 0 / -1. */
+int pn_file_create(const char *path, const void *data, size_t len, mode_t mode,
+                   struct pn_err *err);
+
+/* Writes to a temporary name in the same directory, fsyncs, sets mode and
+ * renames over path, so readers see the old or the new file, never half. */
+int pn_file_replace(const char *path, const void *data, size_t len, mode_t mode,
+                    struct pn_err *err);
+
+/* Returns 1 if path exists (any type), else 0. */
+int pn_file_exists(const char *path);
+
+#endif

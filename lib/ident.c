@@ -1,0 +1,37 @@
+#include "ident.h"
+
+#include <string.h>
+
+static bool charset_ok(const char *s, size_t len, size_t max, bool colon)
+{
+    if (!s || len == 0 || len > max)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-' || (colon && c == ':');
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+bool pn_ident_valid_n(const char *s, size_t len)
+{
+    return charset_ok(s, len, PN_IDENT_MAX, true);
+}
+
+bool pn_ident_valid(const char *s)
+{
+    return s && pn_ident_valid_n(s, strnlen(s, PN_IDENT_MAX + 1));
+}
+
+bool pn_tag_valid(const char *s)
+{
+    return s && charset_ok(s, strnlen(s, 65), 64, true);
+}
+
+bool pn_name_valid(const char *s)
+{
+    return s && charset_ok(s, strnlen(s, 65), 64, false);
+}

@@ -1,0 +1,21 @@
+/* Validation of every name that may end up in a topic, a file name or a
+ * table: device identifiers (SPEC section 2), tags, org/product/key names.
+ * Pure functions; ASCII-only rules, so invalid UTF-8 is refused too. */
+#ifndef PN_IDENT_H
+#define PN_IDENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define PN_IDENT_MAX 128
+
+/* ^[A-Za-z0-9._:-]{1,128}$ over exactly len bytes (NUL inside refuses). */
+bool pn_ident_valid_n(const char *s, size_t len);
+/* Same for a NUL-terminated string; NULL is invalid. */
+bool pn_ident_valid(const char *s);
+/* Tags: ^[A-Za-z0-9._:-]{1,64}$ */
+bool pn_tag_valid(const char *s);
+/* Org, product and key names: ^[A-Za-z0-9._-]{1,64}$ */
+bool pn_name_valid(const char *s);
+
+#endif
