@@ -324,16 +324,23 @@ void pn_cert_serial(X509 *cert, char out[PN_SERIAL_HEX])
     BN_free(bn);
 }
 
+int pn_cert_spki_sha256_bin(X509 *cert, unsigned char out[32])
+{
+    unsigned char *der = NULL;
+    int n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+    if (n <= 0)
+        return -1;
+    crypto_hash_sha256(out, der, (unsigned long long)n);
+    OPENSSL_free(der);
+    return 0;
+}
+
 int pn_cert_spki_sha256(X509 *cert, char out[PN_CERT_ID_HEX])
 {
-    unsigned char *der = NULL, md[32];
-    int n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
-    if (n <= 0) {
-        out[0] = '\0';
+    unsigned char md[32];
+    out[0] = '\0';
+    if (pn_cert_spki_sha256_bin(cert, md) < 0)
         return -1;
-    }
-    crypto_hash_sha256(md, der, (unsigned long long)n);
-    OPENSSL_free(der);
     hex(md, sizeof(md), out, PN_CERT_ID_HEX);
     return 0;
 }
@@ -369,6 +376,22 @@ static int add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value, struct 
     return ok ? 0 : pn_err_ssl(err, "cannot add %s extension", OBJ_nid2sn(nid));
 }
 
+/* OpenSSL enforces X.520's ub-common-name (64) when it encodes a CN, but a
+ * device identifier, which is the device certificate's CN, may have 128
+ * characters (SPEC section 2; AWS IoT thing names too).  So the CN is
+ * checked here (valid UTF-8, 1 to 128 characters) and added as a
+ * UTF8String as it is; OpenSSL reads such names without complaint. */
+static int add_cn(X509_NAME *name, const char *cn)
+{
+    ASN1_STRING *s = NULL;
+    int ok = ASN1_mbstring_ncopy(&s, (const unsigned char *)cn, -1, MBSTRING_UTF8,
+                                 B_ASN1_UTF8STRING, 1, 128) > 0 &&
+             X509_NAME_add_entry_by_NID(name, NID_commonName, V_ASN1_UTF8STRING,
+                                        ASN1_STRING_get0_data(s), ASN1_STRING_length(s), -1, 0);
+    ASN1_STRING_free(s);
+    return ok ? 0 : -1;
+}
+
 static const EVP_MD *sig_md(EVP_PKEY *key)
 {
     char group[64];
@@ -402,8 +425,7 @@ X509 *pn_cert_make(const struct pn_cert_spec *spec, EVP_PKEY *subject_key, X509 
     bn = BN_bin2bn(rnd, sizeof(rnd), NULL);
     if (!bn || !BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)))
         goto ssl_fail;
-    if (spec->cn && !X509_NAME_add_entry_by_NID(name, NID_commonName, MBSTRING_UTF8,
-                                                (const unsigned char *)spec->cn, -1, -1, 0)) {
+    if (spec->cn && add_cn(name, spec->cn) < 0) {
         pn_err_ssl(err, "cannot use '%s' as a CN", spec->cn);
         goto fail;
     }

@@ -68,8 +68,9 @@ void pn_cert_aki(X509 *cert, char out[PN_KEYID_HEX]);
 #define PN_SERIAL_HEX 130
 void pn_cert_serial(X509 *cert, char out[PN_SERIAL_HEX]);
 
-/* Lowercase hex SHA-256 of the DER SubjectPublicKeyInfo. */
+/* SHA-256 of the DER SubjectPublicKeyInfo, as lowercase hex or binary. */
 int pn_cert_spki_sha256(X509 *cert, char out[PN_CERT_ID_HEX]);
+int pn_cert_spki_sha256_bin(X509 *cert, unsigned char out[32]);
 
 /* An ASN1_TIME as Unix time, (time_t)-1 when unreadable. */
 time_t pn_asn1_time(const ASN1_TIME *t);

@@ -11,9 +11,27 @@ static void quiet_notice(void *arg, const char *message)
     (void)message;
 }
 
+static PGconn *finish_connect(PGconn *db, struct pn_err *err);
+
 PGconn *pn_db_connect(const char *conninfo, struct pn_err *err)
 {
-    PGconn *db = PQconnectdb(conninfo ? conninfo : "");
+    return finish_connect(PQconnectdb(conninfo ? conninfo : ""), err);
+}
+
+PGconn *pn_db_connect_app(const char *conninfo, const char *app, int timeout_s,
+                          struct pn_err *err)
+{
+    char t[16];
+    snprintf(t, sizeof(t), "%d", timeout_s);
+    /* Later keywords override earlier ones, and the expanded conninfo
+     * stands where "dbname" is: so the defaults go first. */
+    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+    const char *const vals[] = {t, app, conninfo ? conninfo : "", NULL};
+    return finish_connect(PQconnectdbParams(keys, vals, 1), err);
+}
+
+static PGconn *finish_connect(PGconn *db, struct pn_err *err)
+{
     if (!db) {
         pn_err_set(err, "database: out of memory");
         return NULL;

@@ -17,6 +17,11 @@
  * Returns NULL and fills err on failure.  Caller owns the PGconn (PQfinish). */
 PGconn *pn_db_connect(const char *conninfo, struct pn_err *err);
 
+/* Same, with a default connect_timeout (seconds; the conninfo's own
+ * setting wins) and an application_name, for long-running programs. */
+PGconn *pn_db_connect_app(const char *conninfo, const char *app, int timeout_s,
+                          struct pn_err *err);
+
 /* Runs one statement with n parameters.  lengths/formats may be NULL (all
  * text).  On success returns the result (caller PQclear()s it).  On failure
  * returns NULL, fills err with "database: <server message>" and, when

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #define PN_IDENT_MAX 128
+#define PN_IDENT_BUF (PN_IDENT_MAX + 1)
 
 /* ^[A-Za-z0-9._:-]{1,128}$ over exactly len bytes (NUL inside refuses). */
 bool pn_ident_valid_n(const char *s, size_t len);

@@ -1,0 +1,181 @@
+/* The CONNECT decision of SPEC section 3, made from memory only.
+ *
+ * Order matters: a pinned certificate is judged by its pin alone (its CA
+ * may since have been disabled, expired or deleted: NervesHub semantics),
+ * so the expensive chain and policy checks run only on a certificate's
+ * first connect. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <sodium.h>
+
+#include "cert.h"
+#include "err.h"
+#include "ident.h"
+#include "policy.h"
+
+static enum pn_admit_kind refuse(struct pn_admission *out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static enum pn_admit_kind refuse(struct pn_admission *out, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out->reason, sizeof(out->reason), fmt, ap);
+    va_end(ap);
+    return PN_REFUSE;
+}
+
+/* The registered CA that issued cert: AKI/names match and the signature
+ * verifies.  Several CAs may share a key (a renewed CA); an active one is
+ * preferred so that renewing a CA does not lock out its devices. */
+static struct pn_ca *find_issuer(const struct pn_state *s, X509 *cert)
+{
+    struct pn_ca *best = NULL;
+    size_t i = 0;
+    void *v;
+    while (pn_map_next(s->cas, &i, NULL, NULL, &v)) {
+        struct pn_ca *ca = v;
+        if (!pn_cert_issued_by(cert, ca->cert))
+            continue;
+        if (!best || (best->status != PN_ACTIVE && ca->status == PN_ACTIVE))
+            best = ca;
+    }
+    return best;
+}
+
+static bool rotation_allows(const struct pn_device *d, enum pn_rotation r,
+                            const unsigned char spki[PN_SHA256], const char **why)
+{
+    bool any_active = false, same_key = false;
+    for (const struct pn_pin *p = d->pins; p; p = p->next) {
+        if (p->status != PN_ACTIVE)
+            continue;
+        any_active = true;
+        if (memcmp(p->spki, spki, PN_SHA256) == 0)
+            same_key = true;
+    }
+    if (!any_active || r == PN_ROTATE_ANY)
+        return true;
+    if (r == PN_ROTATE_NONE) {
+        *why = "device already has a pinned certificate (rotation none)";
+        return false;
+    }
+    if (!same_key) {
+        *why = "certificate has a different key than the device's pinned one (rotation same_key)";
+        return false;
+    }
+    return true;
+}
+
+static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_policy *pol,
+                                 X509 *cert, const char *client_id, bool db_ready, time_t now,
+                                 struct pn_admission *out)
+{
+    struct pn_err err;
+    unsigned int mdlen = 0;
+
+    snprintf(out->identifier, sizeof(out->identifier), "%s", client_id ? client_id : "-");
+    snprintf(out->cert_id, sizeof(out->cert_id), "-");
+    if (!cert)
+        return refuse(out, "no client certificate");
+    if (!X509_digest(cert, EVP_sha256(), out->cert_bin, &mdlen) || mdlen != PN_SHA256)
+        return refuse(out, "cannot hash the certificate");
+    sodium_bin2hex(out->cert_id, sizeof(out->cert_id), out->cert_bin, PN_SHA256);
+
+    /* 1. Service identities. */
+    const struct pn_service *svc = pn_map_get(s->services, out->cert_bin, PN_SHA256);
+    if (svc) {
+        snprintf(out->identifier, sizeof(out->identifier), "%s", svc->name);
+        if (now > svc->not_after)
+            return refuse(out, "service certificate has expired");
+        return PN_ADMIT_SERVICE;
+    }
+
+    /* 2. Pinned certificates: the pin decides. */
+    const struct pn_pin *pin = pn_map_get(s->pins, out->cert_bin, PN_SHA256);
+    if (pin) {
+        const struct pn_device *d = pin->dev;
+        if (d)
+            snprintf(out->identifier, sizeof(out->identifier), "%s", d->identifier);
+        if (pin->status != PN_ACTIVE)
+            return refuse(out, "certificate is revoked");
+        if (!d || d->status == PN_GONE)
+            return refuse(out, "device was deleted");
+        if (d->status != PN_ACTIVE)
+            return refuse(out, "device is revoked");
+        if (now > pin->not_after && !pol->allow_expired_pinned)
+            return refuse(out, "pinned certificate has expired");
+        if (!client_id || strcmp(client_id, d->identifier) != 0)
+            return refuse(out, "client id '%s' is not the device identifier '%s'",
+                          client_id ? client_id : "", d->identifier);
+        return PN_ADMIT_PINNED;
+    }
+
+    /* 3. First connect of this certificate. */
+    if (pn_cert_check_device(cert, &err) < 0)
+        return refuse(out, "%s", err.msg);
+    char ident[PN_IDENT_MAX + 2];
+    if (pol->identity == PN_IDENTITY_CN) {
+        if (pn_cert_cn(cert, ident, sizeof(ident), &err) < 0)
+            return refuse(out, "%s", err.msg);
+    } else {
+        if (!client_id || strlen(client_id) > PN_IDENT_MAX)
+            return refuse(out, "client id is not a valid device identifier");
+        memcpy(ident, client_id, strlen(client_id) + 1);
+    }
+    if (!pn_ident_valid(ident))
+        return refuse(out, "'%.128s' is not a valid device identifier", ident);
+    memcpy(out->identifier, ident, strlen(ident) + 1);
+    if (!client_id || strcmp(client_id, ident) != 0)
+        return refuse(out, "client id '%s' is not the device identifier '%s'",
+                      client_id ? client_id : "", ident);
+
+    struct pn_ca *ca = find_issuer(s, cert);
+    if (!ca)
+        return refuse(out, "issuer is not a registered Device CA");
+    if (ca->status == PN_DISABLED)
+        return refuse(out, "CA %.16s is disabled", ca->id);
+    if (ca->status != PN_ACTIVE)
+        return refuse(out, "CA %.16s is revoked", ca->id);
+    if (now < ca->not_before || now > ca->not_after)
+        return refuse(out, "CA %.16s is outside its validity period", ca->id);
+    if (pn_cert_check_dates(cert, now, &err) < 0)
+        return refuse(out, "%s", err.msg);
+    if (!db_ready)
+        return refuse(out, "database unavailable: first connects are refused until it is "
+                           "back");
+
+    if (pn_cert_spki_sha256_bin(cert, out->spki) < 0)
+        return refuse(out, "cannot hash the public key");
+    struct pn_device *d = pn_map_get(s->devices, ident, strlen(ident));
+    if (d && d->status == PN_GONE)
+        d = NULL;
+    if (!d) {
+        if (!ca->jitp_product_id)
+            return refuse(out, "unknown device, and CA %.16s has no JITP settings", ca->id);
+    } else {
+        const char *why = NULL;
+        if (d->status != PN_ACTIVE)
+            return refuse(out, "device is revoked");
+        if (d->org_id != ca->org_id)
+            return refuse(out, "device belongs to another organisation than CA %.16s",
+                          ca->id);
+        if (!rotation_allows(d, pol->rotation, out->spki, &why))
+            return refuse(out, "%s", why);
+    }
+    out->ca = ca;
+    out->dev = d;
+    out->not_after = pn_cert_not_after(cert);
+    return PN_ADMIT_NEW;
+}
+
+void pn_admit_decide(const struct pn_state *s, const struct pn_policy *pol, X509 *cert,
+                     const char *client_id, bool db_ready, time_t now,
+                     struct pn_admission *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->kind = decide(s, pol, cert, client_id, db_ready, now, out);
+}

@@ -1,0 +1,444 @@
+/* pinion_plugin.so: entry points, options and callback registration.  The
+ * decisions live in admit.c and acl.c, the database in sync.c (a worker
+ * thread), the trust directory in trust.c.  Every callback here runs on
+ * the broker's single thread and touches memory only. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mosquitto_broker.h>
+#include <mosquitto.h>
+#include <mosquitto_plugin.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
+#include <sodium.h>
+
+#include "cert.h"
+#include "ident.h"
+#include "ops.h"
+#include "policy.h"
+#include "sync.h"
+
+_Static_assert(PN_ACL_READ == MOSQ_ACL_READ && PN_ACL_WRITE == MOSQ_ACL_WRITE &&
+                   PN_ACL_SUBSCRIBE == MOSQ_ACL_SUBSCRIBE &&
+                   PN_ACL_UNSUBSCRIBE == MOSQ_ACL_UNSUBSCRIBE,
+               "ACL access values differ from Mosquitto's");
+
+struct plugin {
+    mosquitto_plugin_id_t *pid;
+    struct pn_policy policy;
+    char topic_root[256];
+    struct pn_sync_config cfg;
+    struct pn_state *state;
+    struct pn_sync *sync;
+    bool reloading; /* between MOSQ_EVT_RELOAD and the next TICK */
+};
+
+#define OPT_PREFIX "pinion: plugin_opt_"
+
+static int parse_bool(const char *v, bool *out)
+{
+    if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1") || !strcmp(v, "on"))
+        *out = true;
+    else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0") || !strcmp(v, "off"))
+        *out = false;
+    else
+        return -1;
+    return 0;
+}
+
+/* A topic root is one or more levels of [A-Za-z0-9._-], no wildcards,
+ * not starting with '$'. */
+static bool topic_root_valid(const char *r)
+{
+    size_t n = strlen(r);
+    if (n == 0 || n > 200 || r[0] == '/' || r[n - 1] == '/' || strstr(r, "//"))
+        return false;
+    for (const char *p = r; *p; p++)
+        if (*p != '/' && !pn_tag_valid((char[]){*p, 0}))
+            return false;
+    return !strchr(r, ':');
+}
+
+static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
+{
+    p->cfg.resync_s = 300;
+    snprintf(p->topic_root, sizeof(p->topic_root), "fleet");
+    p->policy.identity = PN_IDENTITY_CN;
+    p->policy.rotation = PN_ROTATE_SAME_KEY;
+    for (int i = 0; i < n; i++) {
+        const char *k = opts[i].key, *v = opts[i].value ? opts[i].value : "";
+        if (!strcmp(k, "database")) {
+            p->cfg.conninfo = v;
+        } else if (!strcmp(k, "trust_dir")) {
+            p->cfg.trust_dir = v;
+        } else if (!strcmp(k, "topic_root")) {
+            if (!topic_root_valid(v)) {
+                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "topic_root '%s' is invalid (levels "
+                                                  "of A-Z a-z 0-9 . _ -, no wildcards)", v);
+                return -1;
+            }
+            snprintf(p->topic_root, sizeof(p->topic_root), "%s", v);
+        } else if (!strcmp(k, "identity")) {
+            if (!strcmp(v, "cn"))
+                p->policy.identity = PN_IDENTITY_CN;
+            else if (!strcmp(v, "client_id"))
+                p->policy.identity = PN_IDENTITY_CLIENT_ID;
+            else {
+                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "identity must be cn or client_id, "
+                                                  "not '%s'", v);
+                return -1;
+            }
+        } else if (!strcmp(k, "rotation")) {
+            if (!strcmp(v, "same_key"))
+                p->policy.rotation = PN_ROTATE_SAME_KEY;
+            else if (!strcmp(v, "any"))
+                p->policy.rotation = PN_ROTATE_ANY;
+            else if (!strcmp(v, "none"))
+                p->policy.rotation = PN_ROTATE_NONE;
+            else {
+                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "rotation must be same_key, any or "
+                                                  "none, not '%s'", v);
+                return -1;
+            }
+        } else if (!strcmp(k, "allow_expired_pinned")) {
+            if (parse_bool(v, &p->policy.allow_expired_pinned) < 0) {
+                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "allow_expired_pinned must be true "
+                                                  "or false, not '%s'", v);
+                return -1;
+            }
+        } else if (!strcmp(k, "resync_interval")) {
+            char *end;
+            long s = strtol(v, &end, 10);
+            if (*end || s < 5 || s > 86400) {
+                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "resync_interval must be 5 to 86400 "
+                                                  "seconds, not '%s'", v);
+                return -1;
+            }
+            p->cfg.resync_s = (int)s;
+        } else {
+            mosquitto_log_printf(MOSQ_LOG_ERR, "pinion: unknown option plugin_opt_%s", k);
+            return -1;
+        }
+    }
+    if (!p->cfg.conninfo || !*p->cfg.conninfo) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "database is required (a libpq conninfo)");
+        return -1;
+    }
+    if (!p->cfg.trust_dir || !*p->cfg.trust_dir) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "trust_dir is required (the listener's "
+                                          "capath)");
+        return -1;
+    }
+    struct stat st;
+    if (stat(p->cfg.trust_dir, &st) < 0 || !S_ISDIR(st.st_mode) ||
+        access(p->cfg.trust_dir, W_OK | X_OK) < 0) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "trust_dir %s: %s", p->cfg.trust_dir,
+                             errno ? strerror(errno) : "not a writable directory");
+        return -1;
+    }
+    p->cfg.topic_root = p->topic_root;
+    p->policy.topic_root = p->topic_root;
+    return 0;
+}
+
+/* Mosquitto verifies client chains with OpenSSL's "ssl_client" parameters.
+ * Registering our own set of that name lets a registered intermediate CA
+ * be a trust anchor (PARTIAL_CHAIN) and hands every date check to the
+ * plugin (NO_CHECK_TIME), so that a pinned device whose Device CA expired
+ * still connects.  Only client-certificate verification in this process
+ * is affected. */
+static int install_verify_params(void)
+{
+    X509_VERIFY_PARAM *vp = X509_VERIFY_PARAM_new();
+    if (!vp || !X509_VERIFY_PARAM_set1_name(vp, "ssl_client") ||
+        !X509_VERIFY_PARAM_set_purpose(vp, X509_PURPOSE_SSL_CLIENT) ||
+        !X509_VERIFY_PARAM_set_trust(vp, X509_TRUST_SSL_CLIENT) ||
+        !X509_VERIFY_PARAM_set_flags(vp, X509_V_FLAG_PARTIAL_CHAIN | X509_V_FLAG_NO_CHECK_TIME) ||
+        !X509_VERIFY_PARAM_add0_table(vp)) {
+        X509_VERIFY_PARAM_free(vp);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ callbacks */
+
+static void fill_pin_req(struct pn_pin_req *r, const struct pn_admission *a, X509 *cert)
+{
+    snprintf(r->cert_id, sizeof(r->cert_id), "%s", a->cert_id);
+    snprintf(r->ca_id, sizeof(r->ca_id), "%s", a->ca->id);
+    snprintf(r->identifier, sizeof(r->identifier), "%s", a->identifier);
+    r->org_id = a->ca->org_id;
+    r->product_id = a->ca->jitp_product_id;
+    pn_cert_serial(cert, r->serial);
+    pn_cert_ski(cert, r->ski);
+    pn_cert_aki(cert, r->aki);
+    pn_cert_spki_sha256(cert, r->spki);
+    pn_time_iso(pn_cert_not_before(cert), r->not_before);
+    pn_time_iso(pn_cert_not_after(cert), r->not_after);
+    unsigned char *der = NULL;
+    int n = i2d_X509(cert, &der);
+    if (n > 0) {
+        r->der = malloc((size_t)n);
+        if (r->der) {
+            memcpy(r->der, der, (size_t)n);
+            r->derlen = n;
+        }
+    }
+    OPENSSL_free(der);
+}
+
+/* First connect of a certificate: pin it in memory now (so the next
+ * connect is decided by the pin) and let the worker make it durable. */
+static int pin_new(struct plugin *p, const struct pn_admission *a, X509 *cert)
+{
+    struct pn_device *d = a->dev;
+    struct pn_pin_req *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -1;
+    fill_pin_req(r, a, cert);
+    if (!d) {
+        r->jitp_tags = strdup(a->ca->jitp_tags);
+        d = pn_state_add_pending_device(p->state, a->identifier, a->ca->org_id,
+                                        a->ca->jitp_product_id);
+    }
+    struct pn_pin *pin = d ? pn_state_put_pin(p->state, a->cert_bin, d, a->spki, a->not_after,
+                                              PN_ACTIVE)
+                           : NULL;
+    if (!pin || !r->der || (!a->dev && !r->jitp_tags)) {
+        pn_pin_req_free(r);
+        return -1;
+    }
+    pin->pending = true;
+    pn_sync_pin(p->sync, r);
+    return 0;
+}
+
+/* At SIGHUP Mosquitto re-authenticates every session, including offline
+ * durable ones, which have no certificate.  Those keep their session if the
+ * identity the plugin gave them (their username) is still admissible.  A
+ * certificate-less CONNECT at any other time is refused. */
+static bool reload_keeps(struct plugin *p, struct mosquitto *client, const char *user)
+{
+    const char *cid = mosquitto_client_id(client);
+    if (!p->reloading || !user)
+        return false;
+    size_t sp = strlen(PN_SERVICE_USER_PREFIX);
+    if (!strncmp(user, PN_SERVICE_USER_PREFIX, sp))
+        return pn_map_get(p->state->services_by_name, user + sp, strlen(user + sp)) != NULL;
+    if (!pn_ident_valid(user) || !cid || strcmp(cid, user) != 0)
+        return false;
+    const struct pn_device *d = pn_map_get(p->state->devices, user, strlen(user));
+    if (!d || d->status != PN_ACTIVE)
+        return false;
+    for (const struct pn_pin *pin = d->pins; pin; pin = pin->next)
+        if (pin->status == PN_ACTIVE)
+            return true;
+    return false;
+}
+
+static int on_basic_auth(int event, void *event_data, void *userdata)
+{
+    struct plugin *p = userdata;
+    struct mosquitto_evt_basic_auth *ed = event_data;
+    struct pn_admission a;
+    (void)event;
+
+    X509 *cert = mosquitto_client_certificate(ed->client);
+    const char *cid = mosquitto_client_id(ed->client);
+    if (!cert && reload_keeps(p, ed->client, mosquitto_client_username(ed->client)))
+        return MOSQ_ERR_SUCCESS;
+
+    pn_admit_decide(p->state, &p->policy, cert, cid, pn_sync_ready(p->sync), time(NULL), &a);
+    int rc = MOSQ_ERR_SUCCESS;
+    char user[256];
+    switch (a.kind) {
+    case PN_REFUSE:
+        break;
+    case PN_ADMIT_SERVICE:
+        snprintf(user, sizeof(user), "%s%s", PN_SERVICE_USER_PREFIX, a.identifier);
+        break;
+    case PN_ADMIT_PINNED:
+        snprintf(user, sizeof(user), "%s", a.identifier);
+        pn_sync_seen(p->sync, a.identifier, a.cert_id);
+        break;
+    case PN_ADMIT_NEW:
+        snprintf(user, sizeof(user), "%s", a.identifier);
+        if (pin_new(p, &a, cert) < 0) {
+            a.kind = PN_REFUSE;
+            snprintf(a.reason, sizeof(a.reason), "out of memory while pinning");
+        }
+        break;
+    }
+    if (a.kind == PN_REFUSE) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "pinion: refused certificate %s identifier %s: %s",
+                             a.cert_id, a.identifier, a.reason);
+        rc = MOSQ_ERR_AUTH;
+    } else if (mosquitto_set_username(ed->client, user) != MOSQ_ERR_SUCCESS) {
+        rc = MOSQ_ERR_AUTH;
+    }
+    X509_free(cert);
+    return rc;
+}
+
+static int on_acl_check(int event, void *event_data, void *userdata)
+{
+    struct plugin *p = userdata;
+    struct mosquitto_evt_acl_check *ed = event_data;
+    (void)event;
+    return pn_acl_allows(p->state, p->topic_root, mosquitto_client_username(ed->client),
+                         mosquitto_client_id(ed->client), ed->topic, ed->access)
+               ? MOSQ_ERR_SUCCESS
+               : MOSQ_ERR_ACL_DENIED;
+}
+
+static void kick(void *arg, const char *name, int is_username)
+{
+    (void)arg;
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "pinion: disconnecting %s: access revoked", name);
+    if (is_username)
+        mosquitto_kick_client_by_username(name, false);
+    else
+        mosquitto_kick_client_by_clientid(name, false);
+}
+
+static const int log_levels[] = {MOSQ_LOG_INFO, MOSQ_LOG_NOTICE, MOSQ_LOG_WARNING, MOSQ_LOG_ERR};
+
+/* TICK (about ten times a second): the only place where what the worker
+ * learned reaches the state and the broker. */
+static int on_tick(int event, void *event_data, void *userdata)
+{
+    struct plugin *p = userdata;
+    (void)event;
+    (void)event_data;
+    p->reloading = false;
+    struct pn_op *op = pn_sync_take(p->sync);
+    while (op) {
+        struct pn_op *next = op->next;
+        switch (op->kind) {
+        case PN_OP_LOG:
+            mosquitto_log_printf(log_levels[op->level], "%s", op->text);
+            break;
+        case PN_OP_PUBLISH:
+            mosquitto_broker_publish_copy(NULL, op->text, (int)op->len, op->payload, 1, false,
+                                          NULL);
+            break;
+        case PN_OP_KICK:
+            kick(p, op->text, 0);
+            break;
+        default:
+            pn_apply_op(&p->state, op, kick, p);
+        }
+        pn_op_free(op);
+        op = next;
+    }
+    return MOSQ_ERR_SUCCESS;
+}
+
+static int on_reload(int event, void *event_data, void *userdata)
+{
+    struct plugin *p = userdata;
+    (void)event;
+    (void)event_data;
+    p->reloading = true;
+    return MOSQ_ERR_SUCCESS;
+}
+
+/* ---------------------------------------------------------- entry points */
+
+__attribute__((visibility("default"))) int mosquitto_plugin_version(int count,
+                                                                     const int *versions)
+{
+    for (int i = 0; i < count; i++)
+        if (versions[i] == 5)
+            return 5;
+    return -1;
+}
+
+static void destroy(struct plugin *p)
+{
+    if (!p)
+        return;
+    pn_sync_free(p->sync);
+    pn_state_free(p->state);
+    free(p);
+}
+
+__attribute__((visibility("default"))) int
+mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
+                      struct mosquitto_opt *options, int option_count)
+{
+    struct pn_err err;
+    struct plugin *p = calloc(1, sizeof(*p));
+    if (!p || sodium_init() < 0) {
+        free(p);
+        return MOSQ_ERR_NOMEM;
+    }
+    p->pid = identifier;
+    if (parse_options(p, options, option_count) < 0) {
+        free(p);
+        return MOSQ_ERR_INVAL;
+    }
+    if (install_verify_params() < 0) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "pinion: cannot install TLS verification parameters");
+        free(p);
+        return MOSQ_ERR_UNKNOWN;
+    }
+    p->sync = pn_sync_new(&p->cfg);
+    if (!p->sync) {
+        destroy(p);
+        return MOSQ_ERR_NOMEM;
+    }
+    p->cfg.conninfo = p->cfg.trust_dir = NULL; /* options are the broker's; sync copied them */
+    if (pn_sync_load_now(p->sync, &p->state, &err) == 0) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "pinion: loaded %zu CAs, %zu devices, %zu pinned certificates, %zu "
+                             "service identities",
+                             pn_map_count(p->state->cas), pn_map_count(p->state->devices),
+                             pn_map_count(p->state->pins), pn_map_count(p->state->services));
+    } else {
+        mosquitto_log_printf(MOSQ_LOG_WARNING,
+                             "pinion: cannot load from the database (%s); refusing devices until "
+                             "it is reachable",
+                             err.msg);
+        p->state = pn_state_new(1024);
+    }
+    if (!p->state || pn_sync_start(p->sync, &err) < 0) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "pinion: %s", p->state ? err.msg : "out of memory");
+        destroy(p);
+        return MOSQ_ERR_UNKNOWN;
+    }
+    if (mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, p) ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, p) ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_tick, NULL, p) ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, on_reload, NULL, p)) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "pinion: cannot register callbacks");
+        destroy(p);
+        return MOSQ_ERR_UNKNOWN;
+    }
+    *userdata = p;
+    return MOSQ_ERR_SUCCESS;
+}
+
+__attribute__((visibility("default"))) int
+mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int option_count)
+{
+    struct plugin *p = userdata;
+    (void)options;
+    (void)option_count;
+    if (!p)
+        return MOSQ_ERR_SUCCESS;
+    mosquitto_callback_unregister(p->pid, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
+    mosquitto_callback_unregister(p->pid, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+    mosquitto_callback_unregister(p->pid, MOSQ_EVT_TICK, on_tick, NULL);
+    mosquitto_callback_unregister(p->pid, MOSQ_EVT_RELOAD, on_reload, NULL);
+    destroy(p);
+    X509_VERIFY_PARAM_table_cleanup();
+    return MOSQ_ERR_SUCCESS;
+}

@@ -1,0 +1,63 @@
+/* The plugin's decisions as pure functions of the in-memory state: who may
+ * connect (admit.c) and what a connected client may do (acl.c).  No
+ * Mosquitto calls, no I/O: unit-testable and benchmarkable on their own. */
+#ifndef PINION_PLUGIN_POLICY_H
+#define PINION_PLUGIN_POLICY_H
+
+#include <stdbool.h>
+#include <time.h>
+
+#include <openssl/x509.h>
+
+#include "state.h"
+
+/* Usernames the plugin gives service identities; '$' and '/' never occur
+ * in device identifiers, so no device can ever carry one. */
+#define PN_SERVICE_USER_PREFIX "$service/"
+
+enum pn_identity_mode { PN_IDENTITY_CN, PN_IDENTITY_CLIENT_ID };
+enum pn_rotation { PN_ROTATE_SAME_KEY, PN_ROTATE_ANY, PN_ROTATE_NONE };
+
+struct pn_policy {
+    const char *topic_root;
+    enum pn_identity_mode identity;
+    enum pn_rotation rotation;
+    bool allow_expired_pinned;
+};
+
+enum pn_admit_kind {
+    PN_REFUSE,
+    PN_ADMIT_SERVICE, /* a registered service identity */
+    PN_ADMIT_PINNED,  /* certificate already pinned: admitted from the pin */
+    PN_ADMIT_NEW,     /* first connect of this certificate: pin it */
+};
+
+struct pn_admission {
+    enum pn_admit_kind kind;
+    char cert_id[65];
+    unsigned char cert_bin[PN_SHA256];
+    char identifier[129];   /* device identifier, or service name */
+    char reason[320];       /* why it was refused */
+    /* PN_ADMIT_NEW only: */
+    struct pn_ca *ca;
+    struct pn_device *dev;  /* NULL: the device is to be created (JITP) */
+    unsigned char spki[PN_SHA256];
+    time_t not_after;
+};
+
+/* Decides a CONNECT (SPEC section 3).  cert may be NULL (refused).
+ * db_ready: whether the worker is in touch with the database; first
+ * connects are refused without it (fail closed).  Always fills out. */
+void pn_admit_decide(const struct pn_state *s, const struct pn_policy *pol, X509 *cert,
+                     const char *client_id, bool db_ready, time_t now,
+                     struct pn_admission *out);
+
+/* Access kinds, numerically equal to Mosquitto's MOSQ_ACL_*. */
+enum { PN_ACL_READ = 1, PN_ACL_WRITE = 2, PN_ACL_SUBSCRIBE = 4, PN_ACL_UNSUBSCRIBE = 8 };
+
+/* SPEC section 5.  username is what the plugin set at CONNECT (identifier,
+ * or PN_SERVICE_USER_PREFIX + name).  Returns true to allow. */
+bool pn_acl_allows(const struct pn_state *s, const char *topic_root, const char *username,
+                   const char *client_id, const char *topic, int access);
+
+#endif

@@ -1,0 +1,866 @@
+#include "sync.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "cert.h"
+#include "db.h"
+#include "trust.h"
+
+#define SEEN_FLUSH_S 1     /* last_seen writes are batched at most once a second */
+#define SEEN_MAX 100000    /* marks kept while the database is away */
+#define BATCH 5000         /* keys per statement */
+
+#define CA_SELECT                                                                         \
+    "SELECT id, org_id, status, der, coalesce(jitp_product_id, 0), "                     \
+    "array_to_json(jitp_tags)::text, extract(epoch FROM not_before)::bigint, "           \
+    "extract(epoch FROM not_after)::bigint FROM ca_certificates"
+#define DEVICE_SELECT "SELECT id, identifier, org_id, product_id, status FROM devices"
+#define PIN_SELECT                                                                        \
+    "SELECT id, device_id, status, extract(epoch FROM not_after)::bigint, spki_sha256 "  \
+    "FROM device_certificates"
+#define SERVICE_SELECT                                                                    \
+    "SELECT id, name, extract(epoch FROM not_after)::bigint, der FROM service_identities"
+#define BY_TEXT_KEYS " WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))"
+#define BY_INT_KEYS " WHERE id IN (SELECT (jsonb_array_elements_text($1::jsonb))::bigint)"
+
+struct pn_sync {
+    struct pn_sync_config cfg; /* strings owned */
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    struct pn_op *ops, **ops_tail;
+    struct pn_pin_req *reqs, **reqs_tail;
+    json_t *seen_dev, *seen_cert;
+    int wake[2];
+    atomic_bool ready, stop;
+    /* worker only */
+    PGconn *db;
+    time_t last_full, last_seen_flush;
+    char last_error[PN_ERR_MAX];
+};
+
+/* ---------------------------------------------------------------- queues */
+
+static void push_op(struct pn_sync *s, struct pn_op *op)
+{
+    if (!op)
+        return;
+    op->next = NULL;
+    pthread_mutex_lock(&s->mu);
+    *s->ops_tail = op;
+    s->ops_tail = &op->next;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void logf_(struct pn_sync *s, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void logf_(struct pn_sync *s, int level, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    struct pn_op *op = pn_op_new(PN_OP_LOG);
+    if (!op)
+        return;
+    op->level = level;
+    op->text = strdup(buf);
+    push_op(s, op);
+}
+
+static void wake(struct pn_sync *s)
+{
+    char c = 1;
+    ssize_t r = write(s->wake[1], &c, 1);
+    (void)r; /* a full pipe already means "wake up" */
+}
+
+struct pn_op *pn_sync_take(struct pn_sync *s)
+{
+    pthread_mutex_lock(&s->mu);
+    struct pn_op *ops = s->ops;
+    s->ops = NULL;
+    s->ops_tail = &s->ops;
+    pthread_mutex_unlock(&s->mu);
+    return ops;
+}
+
+void pn_sync_pin(struct pn_sync *s, struct pn_pin_req *r)
+{
+    r->next = NULL;
+    pthread_mutex_lock(&s->mu);
+    *s->reqs_tail = r;
+    s->reqs_tail = &r->next;
+    pthread_mutex_unlock(&s->mu);
+    wake(s);
+}
+
+void pn_sync_seen(struct pn_sync *s, const char *identifier, const char *cert_id)
+{
+    pthread_mutex_lock(&s->mu);
+    if (json_array_size(s->seen_dev) < SEEN_MAX) {
+        json_array_append_new(s->seen_dev, json_string(identifier));
+        json_array_append_new(s->seen_cert, json_string(cert_id));
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+bool pn_sync_ready(struct pn_sync *s)
+{
+    return atomic_load(&s->ready);
+}
+
+/* ------------------------------------------------------------ row -> op */
+
+static int64_t col_i64(PGresult *r, int row, int col)
+{
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+static int hex32(const char *hex, unsigned char out[PN_SHA256])
+{
+    size_t n = 0;
+    if (sodium_hex2bin(out, PN_SHA256, hex, strlen(hex), NULL, &n, NULL) != 0 || n != PN_SHA256)
+        return -1;
+    return 0;
+}
+
+static X509 *col_cert(PGresult *r, int row, int col)
+{
+    size_t len = 0;
+    unsigned char *der = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, col), &len);
+    X509 *x = der ? pn_cert_parse(der, len, "database", NULL) : NULL;
+    PQfreemem(der);
+    return x;
+}
+
+static struct pn_op *ca_op(PGresult *r, int i)
+{
+    struct pn_op *op = pn_op_new(PN_OP_CA_PUT);
+    struct pn_ca *ca = calloc(1, sizeof(*ca));
+    if (!op || !ca)
+        goto fail;
+    snprintf(ca->id, sizeof(ca->id), "%s", PQgetvalue(r, i, 0));
+    ca->org_id = col_i64(r, i, 1);
+    ca->status = PQgetvalue(r, i, 2)[0] == 'a' ? PN_ACTIVE
+                 : PQgetvalue(r, i, 2)[0] == 'd' ? PN_DISABLED
+                                                 : PN_REVOKED;
+    ca->cert = col_cert(r, i, 3);
+    ca->jitp_product_id = col_i64(r, i, 4);
+    ca->jitp_tags = strdup(PQgetvalue(r, i, 5));
+    ca->not_before = (time_t)col_i64(r, i, 6);
+    ca->not_after = (time_t)col_i64(r, i, 7);
+    if (!ca->cert || !ca->jitp_tags)
+        goto fail;
+    op->ca = ca;
+    return op;
+fail:
+    pn_ca_free(ca);
+    pn_op_free(op);
+    return NULL;
+}
+
+static struct pn_op *device_op(PGresult *r, int i)
+{
+    struct pn_op *op = pn_op_new(PN_OP_DEVICE_PUT);
+    if (!op)
+        return NULL;
+    op->id = col_i64(r, i, 0);
+    op->text = strdup(PQgetvalue(r, i, 1));
+    op->org_id = col_i64(r, i, 2);
+    op->product_id = col_i64(r, i, 3);
+    op->status = PQgetvalue(r, i, 4)[0] == 'a' ? PN_ACTIVE : PN_REVOKED;
+    if (!op->text) {
+        pn_op_free(op);
+        return NULL;
+    }
+    return op;
+}
+
+static struct pn_op *pin_op(PGresult *r, int i)
+{
+    struct pn_op *op = pn_op_new(PN_OP_PIN_PUT);
+    if (!op)
+        return NULL;
+    op->id = col_i64(r, i, 1);
+    op->status = PQgetvalue(r, i, 2)[0] == 'a' ? PN_ACTIVE : PN_REVOKED;
+    op->not_after = (time_t)col_i64(r, i, 3);
+    if (hex32(PQgetvalue(r, i, 0), op->bin) < 0 || hex32(PQgetvalue(r, i, 4), op->spki) < 0) {
+        pn_op_free(op);
+        return NULL;
+    }
+    return op;
+}
+
+static struct pn_op *service_op(PGresult *r, int i, X509 **cert)
+{
+    struct pn_op *op = pn_op_new(PN_OP_SERVICE_PUT);
+    if (!op)
+        return NULL;
+    op->text = strdup(PQgetvalue(r, i, 1));
+    op->not_after = (time_t)col_i64(r, i, 2);
+    *cert = col_cert(r, i, 3);
+    if (!op->text || hex32(PQgetvalue(r, i, 0), op->bin) < 0) {
+        X509_free(*cert);
+        *cert = NULL;
+        pn_op_free(op);
+        return NULL;
+    }
+    return op;
+}
+
+/* --------------------------------------------------------------- loading */
+
+struct certs {
+    X509 **v;
+    size_t n, cap;
+};
+
+static void certs_add(struct certs *c, X509 *x)
+{
+    if (!x)
+        return;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        X509 **nv = realloc(c->v, cap * sizeof(*nv));
+        if (!nv)
+            return;
+        c->v = nv;
+        c->cap = cap;
+    }
+    X509_up_ref(x);
+    c->v[c->n++] = x;
+}
+
+static void certs_free(struct certs *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        X509_free(c->v[i]);
+    free(c->v);
+    c->v = NULL;
+    c->n = c->cap = 0;
+}
+
+/* Streams a query row by row (single-row mode) so that a million pins
+ * never sit in one PGresult. */
+static int stream(PGconn *db, const char *sql, struct pn_state *st,
+                  struct pn_op *(*row)(PGresult *, int), struct pn_err *err)
+{
+    if (!PQsendQueryParams(db, sql, 0, NULL, NULL, NULL, NULL, 0) || !PQsetSingleRowMode(db))
+        return pn_err_set(err, "database: %s", PQerrorMessage(db));
+    int rc = 0;
+    PGresult *r;
+    while ((r = PQgetResult(db))) {
+        ExecStatusType t = PQresultStatus(r);
+        if (t == PGRES_SINGLE_TUPLE) {
+            struct pn_op *op = row(r, 0);
+            if (op)
+                pn_apply_op(&st, op, NULL, NULL);
+            pn_op_free(op);
+        } else if (t != PGRES_TUPLES_OK && rc == 0) {
+            const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+            rc = pn_err_set(err, "database: %s", m ? m : PQerrorMessage(db));
+        }
+        PQclear(r);
+    }
+    return rc;
+}
+
+/* Reads everything into a new state, in one consistent snapshot. */
+static struct pn_state *load_all(PGconn *db, struct certs *trust, struct pn_err *err)
+{
+    struct pn_state *st = NULL;
+    PGresult *r = NULL;
+
+    if (pn_db_cmd(db, err, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL) < 0)
+        return NULL;
+    r = pn_db_q(db, err, "SELECT count(*) FROM device_certificates", 0, NULL);
+    if (!r)
+        goto fail;
+    st = pn_state_new((size_t)col_i64(r, 0, 0) + 1024);
+    PQclear(r);
+    if (!st) {
+        pn_err_set(err, "out of memory");
+        goto fail;
+    }
+    if (!(r = pn_db_q(db, err, CA_SELECT, 0, NULL)))
+        goto fail;
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct pn_op *op = ca_op(r, i);
+        if (!op)
+            continue;
+        certs_add(trust, op->ca->cert);
+        pn_apply_op(&st, op, NULL, NULL);
+        pn_op_free(op);
+    }
+    PQclear(r);
+    if (!(r = pn_db_q(db, err, SERVICE_SELECT, 0, NULL)))
+        goto fail;
+    for (int i = 0; i < PQntuples(r); i++) {
+        X509 *x = NULL;
+        struct pn_op *op = service_op(r, i, &x);
+        certs_add(trust, x);
+        X509_free(x);
+        if (op)
+            pn_apply_op(&st, op, NULL, NULL);
+        pn_op_free(op);
+    }
+    PQclear(r);
+    r = NULL;
+    if (stream(db, DEVICE_SELECT, st, device_op, err) < 0 ||
+        stream(db, PIN_SELECT, st, pin_op, err) < 0)
+        goto fail;
+    if (pn_db_cmd(db, err, "COMMIT", 0, NULL) < 0)
+        goto fail;
+    return st;
+fail:
+    PQclear(r);
+    pn_db_rollback(db);
+    pn_state_free(st);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+struct pn_sync *pn_sync_new(const struct pn_sync_config *cfg)
+{
+    struct pn_sync *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->wake[0] = s->wake[1] = -1;
+    s->cfg.conninfo = strdup(cfg->conninfo);
+    s->cfg.trust_dir = strdup(cfg->trust_dir);
+    s->cfg.topic_root = strdup(cfg->topic_root);
+    s->cfg.resync_s = cfg->resync_s;
+    s->seen_dev = json_array();
+    s->seen_cert = json_array();
+    s->ops_tail = &s->ops;
+    s->reqs_tail = &s->reqs;
+    pthread_mutex_init(&s->mu, NULL);
+    if (!s->cfg.conninfo || !s->cfg.trust_dir || !s->cfg.topic_root || !s->seen_dev ||
+        !s->seen_cert || pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) < 0) {
+        pn_sync_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static int connect_db(struct pn_sync *s, struct pn_err *err)
+{
+    s->db = pn_db_connect_app(s->cfg.conninfo, "pinion-plugin", 5, err);
+    if (!s->db)
+        return -1;
+    if (pn_db_check_schema(s->db, err) < 0 || pn_db_cmd(s->db, err, "LISTEN pinion", 0, NULL) < 0) {
+        PQfinish(s->db);
+        s->db = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int pn_sync_load_now(struct pn_sync *s, struct pn_state **out, struct pn_err *err)
+{
+    struct certs trust = {0};
+    if (!s->db && connect_db(s, err) < 0)
+        return -1;
+    struct pn_state *st = load_all(s->db, &trust, err);
+    if (!st) {
+        certs_free(&trust);
+        PQfinish(s->db);
+        s->db = NULL;
+        return -1;
+    }
+    if (pn_trust_sync(s->cfg.trust_dir, trust.v, trust.n, true, err) < 0) {
+        certs_free(&trust);
+        pn_state_free(st);
+        return -1;
+    }
+    certs_free(&trust);
+    s->last_full = time(NULL);
+    atomic_store(&s->ready, true);
+    *out = st;
+    return 0;
+}
+
+/* --------------------------------------------------------------- worker */
+
+static void lost(struct pn_sync *s, const char *why)
+{
+    if (s->db)
+        PQfinish(s->db);
+    s->db = NULL;
+    if (atomic_exchange(&s->ready, false))
+        logf_(s, PN_LOG_WARNING,
+              "pinion: database connection lost (%s); pinned devices are admitted from memory, "
+              "first connects are refused until it is back",
+              why);
+}
+
+/* Full reload: a new snapshot for the main thread. */
+static int reload(struct pn_sync *s, struct pn_err *err)
+{
+    struct certs trust = {0};
+    struct pn_state *st = load_all(s->db, &trust, err);
+    if (!st) {
+        certs_free(&trust);
+        lost(s, err->msg);
+        return -1;
+    }
+    struct pn_err terr;
+    if (pn_trust_sync(s->cfg.trust_dir, trust.v, trust.n, false, &terr) < 0)
+        logf_(s, PN_LOG_ERR, "pinion: %s", terr.msg);
+    certs_free(&trust);
+    struct pn_op *op = pn_op_new(PN_OP_SNAPSHOT);
+    if (!op) {
+        pn_state_free(st);
+        return -1;
+    }
+    op->state = st;
+    push_op(s, op);
+    s->last_full = time(NULL);
+    return 0;
+}
+
+/* Fetches the rows whose keys were notified and queues PUT ops for those
+ * found and DEL ops for those gone. */
+static int fetch_changed(struct pn_sync *s, json_t *keys, const char *sql, int table)
+{
+    struct pn_err err;
+    if (json_array_size(keys) == 0)
+        return 0;
+    char *text = json_dumps(keys, JSON_COMPACT);
+    const char *v[] = {text};
+    PGresult *r = pn_db_q(s->db, &err, sql, 1, v);
+    free(text);
+    if (!r) {
+        lost(s, err.msg);
+        return -1;
+    }
+    struct certs trust = {0};
+    json_t *found = json_object();
+    for (int i = 0; i < PQntuples(r); i++) {
+        struct pn_op *op = NULL;
+        X509 *x = NULL;
+        switch (table) {
+        case 'c':
+            op = ca_op(r, i);
+            if (op)
+                certs_add(&trust, op->ca->cert);
+            break;
+        case 's':
+            op = service_op(r, i, &x);
+            certs_add(&trust, x);
+            X509_free(x);
+            break;
+        case 'd':
+            op = device_op(r, i);
+            break;
+        case 'p':
+            op = pin_op(r, i);
+            break;
+        }
+        json_object_set_new(found, PQgetvalue(r, i, 0), json_true());
+        push_op(s, op);
+    }
+    PQclear(r);
+    size_t idx;
+    json_t *k;
+    json_array_foreach(keys, idx, k)
+    {
+        const char *key = json_string_value(k);
+        if (json_object_get(found, key))
+            continue;
+        struct pn_op *op = pn_op_new(table == 'c'   ? PN_OP_CA_DEL
+                                     : table == 's' ? PN_OP_SERVICE_DEL
+                                     : table == 'd' ? PN_OP_DEVICE_DEL
+                                                    : PN_OP_PIN_DEL);
+        if (!op)
+            continue;
+        if (table == 'c')
+            op->text = strdup(key);
+        else if (table == 'd')
+            op->id = strtoll(key, NULL, 10);
+        else if (hex32(key, op->bin) < 0) {
+            pn_op_free(op);
+            continue;
+        }
+        push_op(s, op);
+    }
+    json_decref(found);
+    if (trust.n && pn_trust_sync(s->cfg.trust_dir, trust.v, trust.n, false, &err) < 0)
+        logf_(s, PN_LOG_ERR, "pinion: %s", err.msg);
+    certs_free(&trust);
+    return 0;
+}
+
+/* Reads every pending NOTIFY ("<table> <op> <key>") and applies the
+ * changes table by table: CAs and services first, then devices, then
+ * pins, so a pin always finds its device. */
+static int handle_notifies(struct pn_sync *s)
+{
+    json_t *seen = json_object();
+    json_t *cas = json_array(), *svcs = json_array(), *devs = json_array(), *pins = json_array();
+    PGnotify *n;
+    int count = 0;
+    while ((n = PQnotifies(s->db))) {
+        char table[64], op[16], key[80];
+        if (sscanf(n->extra, "%63s %15s %79s", table, op, key) == 3) {
+            char tagged[160];
+            snprintf(tagged, sizeof(tagged), "%s %s", table, key);
+            if (!json_object_get(seen, tagged)) {
+                json_object_set_new(seen, tagged, json_true());
+                if (strcmp(table, "ca_certificates") == 0)
+                    json_array_append_new(cas, json_string(key));
+                else if (strcmp(table, "service_identities") == 0)
+                    json_array_append_new(svcs, json_string(key));
+                else if (strcmp(table, "devices") == 0)
+                    json_array_append_new(devs, json_string(key));
+                else if (strcmp(table, "device_certificates") == 0)
+                    json_array_append_new(pins, json_string(key));
+            }
+        }
+        PQfreemem(n);
+        count++;
+    }
+    int rc = 0;
+    if (fetch_changed(s, cas, CA_SELECT BY_TEXT_KEYS, 'c') < 0 ||
+        fetch_changed(s, svcs, SERVICE_SELECT BY_TEXT_KEYS, 's') < 0 ||
+        fetch_changed(s, devs, DEVICE_SELECT BY_INT_KEYS, 'd') < 0 ||
+        fetch_changed(s, pins, PIN_SELECT BY_TEXT_KEYS, 'p') < 0)
+        rc = -1;
+    json_decref(seen);
+    json_decref(cas);
+    json_decref(svcs);
+    json_decref(devs);
+    json_decref(pins);
+    return rc < 0 ? -1 : count;
+}
+
+/* Undoes a pin the database would not take: the device is disconnected
+ * and its in-memory pin dropped. */
+static void unpin(struct pn_sync *s, const struct pn_pin_req *r, const char *why)
+{
+    struct pn_op *op = pn_op_new(PN_OP_PIN_DEL);
+    if (op && hex32(r->cert_id, op->bin) == 0)
+        push_op(s, op);
+    else
+        pn_op_free(op);
+    op = pn_op_new(PN_OP_KICK);
+    if (op) {
+        op->text = strdup(r->identifier);
+        push_op(s, op);
+    }
+    logf_(s, PN_LOG_WARNING, "pinion: refused certificate %s identifier %s: %s", r->cert_id,
+          r->identifier, why);
+}
+
+static void publish_registration(struct pn_sync *s, const struct pn_pin_req *r,
+                                 const char *org, long long pinned_ms)
+{
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:I}", "certificateId", r->cert_id,
+                           "caCertificateId", r->ca_id, "deviceId", r->identifier, "orgId", org,
+                           "timestamp", (json_int_t)pinned_ms, "certificateStatus", "ACTIVE",
+                           "certificateRegistrationTimestamp", (json_int_t)pinned_ms);
+    struct pn_op *op = pn_op_new(PN_OP_PUBLISH);
+    char topic[256];
+    snprintf(topic, sizeof(topic), "%s/events/certificates/registered/%s", s->cfg.topic_root,
+             r->ca_id);
+    if (!ev || !op || !(op->payload = json_dumps(ev, JSON_COMPACT)) || !(op->text = strdup(topic))) {
+        json_decref(ev);
+        pn_op_free(op);
+        return;
+    }
+    op->len = strlen(op->payload);
+    json_decref(ev);
+    push_op(s, op);
+}
+
+/* Persists one pin (and its JITP device) in one transaction.  Returns 0
+ * when done (stored, or refused for good), -1 when the database failed and
+ * the request should be retried. */
+static int persist_pin(struct pn_sync *s, const struct pn_pin_req *r)
+{
+    struct pn_err err;
+    PGresult *res = NULL;
+    char org_id[24], product_id[24], device_id[24];
+    snprintf(org_id, sizeof(org_id), "%lld", (long long)r->org_id);
+    snprintf(product_id, sizeof(product_id), "%lld", (long long)r->product_id);
+
+    if (pn_db_begin(s->db, &err) < 0)
+        goto dberr;
+    if (r->jitp_tags) {
+        const char *v[] = {r->identifier, org_id, product_id, r->jitp_tags};
+        if (pn_db_cmd(s->db, &err,
+                      "INSERT INTO devices (identifier, org_id, product_id, tags) VALUES ($1, $2, "
+                      "$3, ARRAY(SELECT jsonb_array_elements_text($4::jsonb))) "
+                      "ON CONFLICT (identifier) DO NOTHING",
+                      4, v) < 0)
+            goto dberr;
+    }
+    const char *dv[] = {r->identifier};
+    res = pn_db_q(s->db, &err,
+                  "SELECT d.id, d.org_id, d.status, o.name FROM devices d "
+                  "JOIN orgs o ON o.id = d.org_id WHERE d.identifier = $1 FOR UPDATE OF d",
+                  1, dv);
+    if (!res)
+        goto dberr;
+    if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 1), org_id) != 0 ||
+        PQgetvalue(res, 0, 2)[0] != 'a') {
+        const char *why = PQntuples(res) != 1 ? "device no longer exists"
+                          : PQgetvalue(res, 0, 2)[0] != 'a'
+                              ? "device is revoked"
+                              : "device belongs to another organisation";
+        PQclear(res);
+        pn_db_rollback(s->db);
+        unpin(s, r, why);
+        return 0;
+    }
+    char org[128];
+    snprintf(device_id, sizeof(device_id), "%s", PQgetvalue(res, 0, 0));
+    snprintf(org, sizeof(org), "%s", PQgetvalue(res, 0, 3));
+    PQclear(res);
+
+    const char *cv[] = {r->cert_id,   device_id,    r->ca_id,       r->serial,
+                        r->ski[0] ? r->ski : NULL,  r->aki[0] ? r->aki : NULL,
+                        r->spki,      r->not_before, r->not_after, (const char *)r->der};
+    int lens[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, r->derlen};
+    int fmts[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    res = pn_db_exec(s->db,
+                     "INSERT INTO device_certificates (id, device_id, ca_id, serial, ski, aki, "
+                     "spki_sha256, not_before, not_after, der, last_used) VALUES ($1, $2, "
+                     "(SELECT id FROM ca_certificates WHERE id = $3), $4, $5, $6, $7, $8, $9, "
+                     "$10, now()) ON CONFLICT (id) DO NOTHING "
+                     "RETURNING (extract(epoch FROM pinned_at) * 1000)::bigint",
+                     10, cv, lens, fmts, NULL, &err);
+    if (!res)
+        goto dberr;
+    long long pinned_ms = PQntuples(res) == 1 ? atoll(PQgetvalue(res, 0, 0)) : -1;
+    PQclear(res);
+    res = NULL;
+    if (pinned_ms < 0) {
+        /* Already pinned (another broker, or a retry): fine if it is ours. */
+        const char *kv[] = {r->cert_id, device_id};
+        res = pn_db_q(s->db, &err,
+                      "SELECT 1 FROM device_certificates WHERE id = $1 AND device_id = $2", 2, kv);
+        if (!res)
+            goto dberr;
+        int mine = PQntuples(res) == 1;
+        PQclear(res);
+        res = NULL;
+        pn_db_rollback(s->db);
+        if (!mine)
+            unpin(s, r, "certificate is pinned to another device");
+        return 0;
+    }
+    const char *uv[] = {device_id};
+    if (pn_db_cmd(s->db, &err,
+                  "UPDATE devices SET first_seen = coalesce(first_seen, now()), last_seen = now() "
+                  "WHERE id = $1",
+                  1, uv) < 0 ||
+        pn_db_commit(s->db, &err) < 0)
+        goto dberr;
+    publish_registration(s, r, org, pinned_ms);
+    logf_(s, PN_LOG_NOTICE, "pinion: pinned certificate %s to device %s (CA %s)", r->cert_id,
+          r->identifier, r->ca_id);
+    return 0;
+dberr:
+    PQclear(res);
+    if (s->db && PQstatus(s->db) == CONNECTION_OK) {
+        pn_db_rollback(s->db);
+        /* The server answered: retrying would fail the same way. */
+        unpin(s, r, err.msg);
+        return 0;
+    }
+    lost(s, err.msg);
+    return -1;
+}
+
+static void persist_pins(struct pn_sync *s)
+{
+    pthread_mutex_lock(&s->mu);
+    struct pn_pin_req *list = s->reqs;
+    s->reqs = NULL;
+    s->reqs_tail = &s->reqs;
+    pthread_mutex_unlock(&s->mu);
+    while (list) {
+        struct pn_pin_req *r = list;
+        if (!s->db || persist_pin(s, r) < 0) {
+            /* Database gone: put the rest back, in order, for later. */
+            pthread_mutex_lock(&s->mu);
+            struct pn_pin_req **tail = &list;
+            while (*tail)
+                tail = &(*tail)->next;
+            *tail = s->reqs;
+            if (!s->reqs)
+                s->reqs_tail = tail;
+            s->reqs = list;
+            pthread_mutex_unlock(&s->mu);
+            return;
+        }
+        list = r->next;
+        pn_pin_req_free(r);
+    }
+}
+
+static void flush_seen(struct pn_sync *s)
+{
+    time_t now = time(NULL);
+    if (now - s->last_seen_flush < SEEN_FLUSH_S)
+        return;
+    s->last_seen_flush = now;
+    pthread_mutex_lock(&s->mu);
+    json_t *devs = s->seen_dev, *certs = s->seen_cert;
+    s->seen_dev = json_array();
+    s->seen_cert = json_array();
+    pthread_mutex_unlock(&s->mu);
+    struct pn_err err;
+    for (size_t off = 0; off < json_array_size(devs); off += BATCH) {
+        json_t *d = json_array(), *c = json_array();
+        for (size_t i = off; i < off + BATCH && i < json_array_size(devs); i++) {
+            json_array_append(d, json_array_get(devs, i));
+            json_array_append(c, json_array_get(certs, i));
+        }
+        char *dt = json_dumps(d, JSON_COMPACT), *ct = json_dumps(c, JSON_COMPACT);
+        const char *dv[] = {dt}, *cv[] = {ct};
+        if (pn_db_cmd(s->db, &err,
+                      "UPDATE devices SET last_seen = now() WHERE identifier IN "
+                      "(SELECT jsonb_array_elements_text($1::jsonb))",
+                      1, dv) < 0 ||
+            pn_db_cmd(s->db, &err,
+                      "UPDATE device_certificates SET last_used = now() WHERE id IN "
+                      "(SELECT jsonb_array_elements_text($1::jsonb))",
+                      1, cv) < 0)
+            logf_(s, PN_LOG_WARNING, "pinion: cannot record last_seen: %s", err.msg);
+        free(dt);
+        free(ct);
+        json_decref(d);
+        json_decref(c);
+    }
+    json_decref(devs);
+    json_decref(certs);
+}
+
+static void drain_wake(struct pn_sync *s)
+{
+    char buf[64];
+    while (read(s->wake[0], buf, sizeof(buf)) == (ssize_t)sizeof(buf))
+        ;
+}
+
+/* Sleeps up to ms, or until woken. */
+static void nap(struct pn_sync *s, int ms)
+{
+    struct pollfd p = {s->wake[0], POLLIN, 0};
+    if (poll(&p, 1, ms) > 0)
+        drain_wake(s);
+}
+
+static void *worker(void *arg)
+{
+    struct pn_sync *s = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    int backoff = 250;
+
+    while (!atomic_load(&s->stop)) {
+        if (!s->db) {
+            struct pn_err err;
+            if (connect_db(s, &err) < 0 || reload(s, &err) < 0) {
+                if (strcmp(err.msg, s->last_error) != 0) {
+                    logf_(s, PN_LOG_WARNING, "pinion: database unavailable, retrying: %s",
+                          err.msg);
+                    snprintf(s->last_error, sizeof(s->last_error), "%s", err.msg);
+                }
+                nap(s, backoff);
+                backoff = backoff < 4000 ? backoff * 2 : 5000;
+                continue;
+            }
+            backoff = 250;
+            s->last_error[0] = '\0';
+            atomic_store(&s->ready, true);
+            logf_(s, PN_LOG_NOTICE, "pinion: database connected; state reloaded");
+        }
+        struct pollfd p[2] = {{PQsocket(s->db), POLLIN, 0}, {s->wake[0], POLLIN, 0}};
+        if (poll(p, 2, 1000) < 0 && errno != EINTR) {
+            nap(s, 100);
+            continue;
+        }
+        if (p[1].revents)
+            drain_wake(s);
+        if (!PQconsumeInput(s->db) || PQstatus(s->db) != CONNECTION_OK) {
+            lost(s, PQerrorMessage(s->db));
+            continue;
+        }
+        if (handle_notifies(s) < 0)
+            continue;
+        persist_pins(s);
+        if (!s->db)
+            continue;
+        flush_seen(s);
+        struct pn_err err;
+        if (s->cfg.resync_s > 0 && time(NULL) - s->last_full >= s->cfg.resync_s)
+            reload(s, &err);
+    }
+    return NULL;
+}
+
+int pn_sync_start(struct pn_sync *s, struct pn_err *err)
+{
+    if (pthread_create(&s->thread, NULL, worker, s) != 0)
+        return pn_err_set(err, "cannot start the worker thread");
+    s->started = true;
+    return 0;
+}
+
+void pn_sync_free(struct pn_sync *s)
+{
+    if (!s)
+        return;
+    if (s->started) {
+        atomic_store(&s->stop, true);
+        wake(s);
+        pthread_join(s->thread, NULL);
+    }
+    if (s->db)
+        PQfinish(s->db);
+    struct pn_op *op = s->ops;
+    while (op) {
+        struct pn_op *next = op->next;
+        pn_op_free(op);
+        op = next;
+    }
+    struct pn_pin_req *r = s->reqs;
+    while (r) {
+        struct pn_pin_req *next = r->next;
+        pn_pin_req_free(r);
+        r = next;
+    }
+    json_decref(s->seen_dev);
+    json_decref(s->seen_cert);
+    if (s->wake[0] >= 0)
+        close(s->wake[0]);
+    if (s->wake[1] >= 0)
+        close(s->wake[1]);
+    pthread_mutex_destroy(&s->mu);
+    free((char *)s->cfg.conninfo);
+    free((char *)s->cfg.trust_dir);
+    free((char *)s->cfg.topic_root);
+    free(s);
+}
