@@ -100,12 +100,12 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
         const struct pn_device *d = pin->dev;
         if (d)
             snprintf(out->identifier, sizeof(out->identifier), "%s", d->identifier);
-        if (pin->status != PN_ACTIVE)
-            return refuse(out, "certificate is revoked");
         if (!d || d->status == PN_GONE)
             return refuse(out, "device was deleted");
         if (d->status != PN_ACTIVE)
             return refuse(out, "device is revoked");
+        if (pin->status != PN_ACTIVE)
+            return refuse(out, "certificate is revoked");
         if (now > pin->not_after && !pol->allow_expired_pinned)
             return refuse(out, "pinned certificate has expired");
         if (!client_id || strcmp(client_id, d->identifier) != 0)
