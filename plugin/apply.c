@@ -91,7 +91,6 @@ static void swap_snapshot(struct pn_state **sp, struct pn_state *next, pn_kick_f
             kick_service(kick, arg, sv->name);
     }
     *sp = next;
-    pn_state_free(old);
 }
 
 void pn_apply_op(struct pn_state **sp, struct pn_op *op, pn_kick_fn kick, void *arg)
@@ -102,10 +101,12 @@ void pn_apply_op(struct pn_state **sp, struct pn_op *op, pn_kick_fn kick, void *
     char name[256];
 
     switch (op->kind) {
-    case PN_OP_SNAPSHOT:
-        swap_snapshot(sp, op->state, kick, arg);
-        op->state = NULL;
+    case PN_OP_SNAPSHOT: {
+        struct pn_state *next = op->state;
+        op->state = *sp; /* the old state leaves with the op */
+        swap_snapshot(sp, next, kick, arg);
         break;
+    }
     case PN_OP_CA_PUT:
         pn_state_put_ca(s, op->ca);
         op->ca = NULL;
@@ -115,6 +116,14 @@ void pn_apply_op(struct pn_state **sp, struct pn_op *op, pn_kick_fn kick, void *
         break;
     case PN_OP_DEVICE_PUT: {
         d = pn_map_get(s->devices_by_id, &op->id, sizeof(op->id));
+        if (!d) {
+            /* A device pinned here by JITP is still pending (id 0) until
+             * this, its first row, arrives: if the row already says
+             * revoked, its live session must be kicked too. */
+            d = pn_map_get(s->devices, op->text, strlen(op->text));
+            if (d && d->id != 0)
+                d = NULL;
+        }
         bool was_active = d && d->status == PN_ACTIVE;
         char old_ident[PN_IDENT_BUF] = "";
         if (d)

@@ -14,7 +14,8 @@
 #include "state.h"
 
 enum pn_op_kind {
-    PN_OP_SNAPSHOT,    /* state: a complete new state from a full load */
+    PN_OP_SNAPSHOT,    /* state: a complete new state from a full load; after
+                          pn_apply_op it holds the replaced state */
     PN_OP_CA_PUT,      /* ca */
     PN_OP_CA_DEL,      /* text: hex id */
     PN_OP_DEVICE_PUT,  /* id, text: identifier, org_id, product_id, status */

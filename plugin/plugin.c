@@ -335,7 +335,10 @@ static int on_tick(int event, void *event_data, void *userdata)
         default:
             pn_apply_op(&p->state, op, kick, p);
         }
-        pn_op_free(op);
+        if (op->kind == PN_OP_SNAPSHOT)
+            pn_sync_dispose(p->sync, op);
+        else
+            pn_op_free(op);
         op = next;
     }
     return MOSQ_ERR_SUCCESS;

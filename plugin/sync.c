@@ -44,6 +44,7 @@ struct pn_sync {
     pthread_mutex_t mu;
     struct pn_op *ops, **ops_tail;
     struct pn_pin_req *reqs, **reqs_tail;
+    struct pn_op *trash; /* old snapshots, freed here rather than on the broker's thread */
     json_t *seen_dev, *seen_cert;
     int wake[2];
     atomic_bool ready, stop;
@@ -89,6 +90,29 @@ static void wake(struct pn_sync *s)
     char c = 1;
     ssize_t r = write(s->wake[1], &c, 1);
     (void)r; /* a full pipe already means "wake up" */
+}
+
+void pn_sync_dispose(struct pn_sync *s, struct pn_op *op)
+{
+    op->next = NULL;
+    pthread_mutex_lock(&s->mu);
+    op->next = s->trash;
+    s->trash = op;
+    pthread_mutex_unlock(&s->mu);
+    wake(s);
+}
+
+static void empty_trash(struct pn_sync *s)
+{
+    pthread_mutex_lock(&s->mu);
+    struct pn_op *op = s->trash;
+    s->trash = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (op) {
+        struct pn_op *next = op->next;
+        pn_op_free(op);
+        op = next;
+    }
 }
 
 struct pn_op *pn_sync_take(struct pn_sync *s)
@@ -691,8 +715,10 @@ dberr:
     return -1;
 }
 
-static void persist_pins(struct pn_sync *s)
+/* Returns how many requests it handled. */
+static int persist_pins(struct pn_sync *s)
 {
+    int n = 0;
     pthread_mutex_lock(&s->mu);
     struct pn_pin_req *list = s->reqs;
     s->reqs = NULL;
@@ -711,11 +737,13 @@ static void persist_pins(struct pn_sync *s)
                 s->reqs_tail = tail;
             s->reqs = list;
             pthread_mutex_unlock(&s->mu);
-            return;
+            return n;
         }
         list = r->next;
         pn_pin_req_free(r);
+        n++;
     }
+    return n;
 }
 
 static void flush_seen(struct pn_sync *s)
@@ -778,6 +806,10 @@ static void *worker(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     int backoff = 250;
+    /* After a pass that did work, libpq may already hold notifications it
+     * read while answering our own queries; the socket will not signal
+     * them again, so the next pass must not sleep. */
+    int timeout = 1000;
 
     while (!atomic_load(&s->stop)) {
         if (!s->db) {
@@ -798,21 +830,24 @@ static void *worker(void *arg)
             logf_(s, PN_LOG_NOTICE, "pinion: database connected; state reloaded");
         }
         struct pollfd p[2] = {{PQsocket(s->db), POLLIN, 0}, {s->wake[0], POLLIN, 0}};
-        if (poll(p, 2, 1000) < 0 && errno != EINTR) {
+        if (poll(p, 2, timeout) < 0 && errno != EINTR) {
             nap(s, 100);
             continue;
         }
         if (p[1].revents)
             drain_wake(s);
+        empty_trash(s);
         if (!PQconsumeInput(s->db) || PQstatus(s->db) != CONNECTION_OK) {
             lost(s, PQerrorMessage(s->db));
             continue;
         }
-        if (handle_notifies(s) < 0)
+        int notified = handle_notifies(s);
+        if (notified < 0)
             continue;
-        persist_pins(s);
+        int pinned = persist_pins(s);
         if (!s->db)
             continue;
+        timeout = notified > 0 || pinned > 0 ? 0 : 1000;
         flush_seen(s);
         struct pn_err err;
         if (s->cfg.resync_s > 0 && time(NULL) - s->last_full >= s->cfg.resync_s)
@@ -846,6 +881,7 @@ void pn_sync_free(struct pn_sync *s)
         pn_op_free(op);
         op = next;
     }
+    empty_trash(s);
     struct pn_pin_req *r = s->reqs;
     while (r) {
         struct pn_pin_req *next = r->next;

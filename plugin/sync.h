@@ -44,4 +44,8 @@ void pn_sync_seen(struct pn_sync *s, const char *identifier, const char *cert_id
  * applies and frees them with pn_op_free). */
 struct pn_op *pn_sync_take(struct pn_sync *s);
 
+/* Hands an applied op back for freeing on the worker thread (a replaced
+ * snapshot can hold a million objects: freeing it would stall the broker). */
+void pn_sync_dispose(struct pn_sync *s, struct pn_op *op);
+
 #endif
