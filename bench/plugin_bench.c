@@ -1,0 +1,160 @@
+/* Benchmark of the plugin's decision path, without a broker: builds the
+ * in-memory state for N devices with one pinned certificate each (default
+ * one million), then measures
+ *   - memory of the state (RSS growth) and build time,
+ *   - CONNECT decisions for pinned certificates (the common case),
+ *   - CONNECT decisions for first connects (chain check against the CAs),
+ *   - ACL checks (publish to own up/, read of own down/, foreign subscribe).
+ * Prints one line per figure.  Usage: plugin_bench [devices] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <sodium.h>
+
+#include "cert.h"
+#include "policy.h"
+#include "state.h"
+
+#define REAL_CERTS 1000
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+int main(int argc, char **argv)
+{
+    long n = argc > 1 ? atol(argv[1]) : 1000000;
+    if (n < REAL_CERTS)
+        n = REAL_CERTS;
+    if (sodium_init() < 0)
+        return 1;
+    struct pn_err err;
+
+    /* One Device CA with JITP, and REAL_CERTS real device certificates. */
+    EVP_PKEY *cakey = pn_key_generate("ec", &err);
+    struct pn_cert_spec caspec = {PN_CERT_CA, "Bench CA", NULL, 365};
+    X509 *cacert = pn_cert_make(&caspec, cakey, NULL, NULL, &err);
+    EVP_PKEY *devkey = pn_key_generate("ec", &err);
+    X509 **certs = calloc(REAL_CERTS, sizeof(*certs));
+    char name[64];
+    for (int i = 0; i < REAL_CERTS; i++) {
+        snprintf(name, sizeof(name), "dev-%08d", i);
+        struct pn_cert_spec spec = {PN_CERT_DEVICE, name, NULL, 365};
+        certs[i] = pn_cert_make(&spec, devkey, cacert, cakey, &err);
+        if (!certs[i]) {
+            fprintf(stderr, "%s\n", err.msg);
+            return 1;
+        }
+    }
+
+    long rss0 = rss_kib();
+    double t0 = now_s();
+    struct pn_state *s = pn_state_new((size_t)n);
+    struct pn_ca *ca = calloc(1, sizeof(*ca));
+    pn_cert_id(cacert, ca->id);
+    ca->org_id = 1;
+    ca->status = PN_ACTIVE;
+    ca->not_before = 0;
+    ca->not_after = time(NULL) + 86400;
+    X509_up_ref(cacert);
+    ca->cert = cacert;
+    ca->jitp_product_id = 1;
+    ca->jitp_tags = strdup("[]");
+    pn_state_put_ca(s, ca);
+    unsigned char id[PN_SHA256], spki[PN_SHA256];
+    pn_cert_spki_sha256_bin(certs[0], spki);
+    for (long i = 0; i < n; i++) {
+        snprintf(name, sizeof(name), "dev-%08ld", i);
+        struct pn_device *d = pn_state_put_device(s, i + 1, name, 1, 1, PN_ACTIVE);
+        if (i < REAL_CERTS) {
+            unsigned int len = 0;
+            X509_digest(certs[i], EVP_sha256(), id, &len);
+        } else {
+            randombytes_buf(id, sizeof(id));
+        }
+        pn_state_put_pin(s, id, d, spki, time(NULL) + 86400, PN_ACTIVE);
+    }
+    double build = now_s() - t0;
+    long rss1 = rss_kib();
+    printf("state: %ld devices + %ld pins built in %.2f s, RSS +%.1f MiB (%.0f bytes per device)\n",
+           n, n, build, (rss1 - rss0) / 1024.0, (rss1 - rss0) * 1024.0 / (double)n);
+
+    struct pn_policy pol = {"fleet", PN_IDENTITY_CN, PN_ROTATE_SAME_KEY, false};
+    struct pn_admission a;
+    long iters = 200000, admitted = 0;
+    t0 = now_s();
+    for (long i = 0; i < iters; i++) {
+        int k = (int)(i % REAL_CERTS);
+        snprintf(name, sizeof(name), "dev-%08d", k);
+        pn_admit_decide(s, &pol, certs[k], name, true, time(NULL), &a);
+        admitted += a.kind == PN_ADMIT_PINNED;
+    }
+    double dt = now_s() - t0;
+    printf("connect (pinned): %.0f decisions/s, %.2f us each (%ld/%ld admitted)\n", iters / dt,
+           dt / iters * 1e6, admitted, iters);
+
+    /* First connects: drop the pins of the real certificates. */
+    for (int i = 0; i < REAL_CERTS; i++) {
+        unsigned int len = 0;
+        X509_digest(certs[i], EVP_sha256(), id, &len);
+        pn_state_del_pin(s, id);
+    }
+    iters = 20000;
+    long fresh = 0;
+    t0 = now_s();
+    for (long i = 0; i < iters; i++) {
+        int k = (int)(i % REAL_CERTS);
+        snprintf(name, sizeof(name), "dev-%08d", k);
+        pn_admit_decide(s, &pol, certs[k], name, true, time(NULL), &a);
+        fresh += a.kind == PN_ADMIT_NEW;
+    }
+    dt = now_s() - t0;
+    printf("connect (first, chain+policy checks): %.0f decisions/s, %.1f us each (%ld/%ld "
+           "admitted)\n",
+           iters / dt, dt / iters * 1e6, fresh, iters);
+
+    iters = 2000000;
+    long ok = 0;
+    char topic[128];
+    t0 = now_s();
+    for (long i = 0; i < iters; i++) {
+        long k = i % n;
+        snprintf(name, sizeof(name), "dev-%08ld", k);
+        snprintf(topic, sizeof(topic), "fleet/%s/up/status", name);
+        ok += pn_acl_allows(s, "fleet", name, name, topic, PN_ACL_WRITE);
+        ok += !pn_acl_allows(s, "fleet", name, name, "fleet/+/down/#", PN_ACL_SUBSCRIBE);
+    }
+    dt = now_s() - t0;
+    printf("acl: %.0f checks/s, %.3f us each (%ld/%ld as expected)\n", 2 * iters / dt,
+           dt / (2 * iters) * 1e6, ok, 2 * iters);
+
+    t0 = now_s();
+    pn_state_free(s);
+    printf("state freed in %.2f s\n", now_s() - t0);
+    for (int i = 0; i < REAL_CERTS; i++)
+        X509_free(certs[i]);
+    free(certs);
+    X509_free(cacert);
+    EVP_PKEY_free(cakey);
+    EVP_PKEY_free(devkey);
+    return 0;
+}
