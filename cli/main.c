@@ -18,6 +18,7 @@ static const struct cli_group groups[] = {
     {"device", cli_device_cmds, "device certificates and device records"},
     {"key", cli_key_cmds, "fwup-compatible Ed25519 firmware signing keys"},
     {"service", cli_service_cmds, "service identities (piniond and other back ends)"},
+    {"release-key", cli_release_key_cmds, "the service's manifest-signing key"},
     {NULL, NULL, NULL},
 };
 
