@@ -19,6 +19,7 @@ static const struct cli_group groups[] = {
     {"key", cli_key_cmds, "fwup-compatible Ed25519 firmware signing keys"},
     {"service", cli_service_cmds, "service identities (piniond and other back ends)"},
     {"release-key", cli_release_key_cmds, "the service's manifest-signing key"},
+    {"deployment", cli_deployment_cmds, "firmware rollouts to groups of devices"},
     {NULL, NULL, NULL},
 };
 
