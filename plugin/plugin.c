@@ -37,6 +37,7 @@ struct plugin {
     struct pn_state *state;
     struct pn_sync *sync;
     bool reloading; /* between MOSQ_EVT_RELOAD and the next TICK */
+    X509_VERIFY_PARAM *verify_params; /* ours, owned by OpenSSL's table */
 };
 
 #define OPT_PREFIX "pinion: plugin_opt_"
@@ -136,6 +137,7 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
         return -1;
     }
     struct stat st;
+    errno = 0; /* a stale errno would otherwise explain a non-directory */
     if (stat(p->cfg.trust_dir, &st) < 0 || !S_ISDIR(st.st_mode) ||
         access(p->cfg.trust_dir, W_OK | X_OK) < 0) {
         mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "trust_dir %s: %s", p->cfg.trust_dir,
@@ -153,7 +155,7 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
  * plugin (NO_CHECK_TIME), so that a pinned device whose Device CA expired
  * still connects.  Only client-certificate verification in this process
  * is affected. */
-static int install_verify_params(void)
+static int install_verify_params(struct plugin *p)
 {
     X509_VERIFY_PARAM *vp = X509_VERIFY_PARAM_new();
     if (!vp || !X509_VERIFY_PARAM_set1_name(vp, "ssl_client") ||
@@ -164,7 +166,19 @@ static int install_verify_params(void)
         X509_VERIFY_PARAM_free(vp);
         return -1;
     }
+    p->verify_params = vp;
     return 0;
+}
+
+/* X509_VERIFY_PARAM_free() never frees a parameter set's name (OpenSSL's
+ * built-in sets use literals), so the copy set1_name made would leak: drop
+ * it through set1_name itself, while the set is still ours and in the
+ * table, just before the table goes. */
+static void remove_verify_params(X509_VERIFY_PARAM *vp)
+{
+    if (vp && X509_VERIFY_PARAM_lookup("ssl_client") == vp)
+        X509_VERIFY_PARAM_set1_name(vp, NULL);
+    X509_VERIFY_PARAM_table_cleanup();
 }
 
 /* ------------------------------------------------------------ callbacks */
@@ -388,7 +402,7 @@ mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         free(p);
         return MOSQ_ERR_INVAL;
     }
-    if (install_verify_params() < 0) {
+    if (install_verify_params(p) < 0) {
         mosquitto_log_printf(MOSQ_LOG_ERR, "pinion: cannot install TLS verification parameters");
         free(p);
         return MOSQ_ERR_UNKNOWN;
@@ -441,7 +455,8 @@ mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int opti
     mosquitto_callback_unregister(p->pid, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
     mosquitto_callback_unregister(p->pid, MOSQ_EVT_TICK, on_tick, NULL);
     mosquitto_callback_unregister(p->pid, MOSQ_EVT_RELOAD, on_reload, NULL);
+    X509_VERIFY_PARAM *vp = p->verify_params;
     destroy(p);
-    X509_VERIFY_PARAM_table_cleanup();
+    remove_verify_params(vp);
     return MOSQ_ERR_SUCCESS;
 }
