@@ -96,7 +96,7 @@ int cli_product_id(struct cli_ctx *ctx, const char *org_id, const char *org,
                    const char *product, char id[24]);
 
 extern const struct cli_cmd cli_db_cmds[], cli_org_cmds[], cli_product_cmds[], cli_ca_cmds[],
-    cli_device_cmds[], cli_key_cmds[], cli_service_cmds[];
+    cli_device_cmds[], cli_key_cmds[], cli_service_cmds[], cli_firmware_cmds[];
 extern const struct cli_cmd cli_release_key_cmds[];
 extern const struct cli_cmd cli_deployment_cmds[];
 

@@ -17,6 +17,7 @@ static const struct cli_group groups[] = {
     {"ca", cli_ca_cmds, "Device CAs: create, register with proof of possession, manage"},
     {"device", cli_device_cmds, "device certificates and device records"},
     {"key", cli_key_cmds, "fwup-compatible Ed25519 firmware signing keys"},
+    {"firmware", cli_firmware_cmds, "firmware archives: pack, verify and upload, list"},
     {"service", cli_service_cmds, "service identities (piniond and other back ends)"},
     {"release-key", cli_release_key_cmds, "the service's manifest-signing key"},
     {"deployment", cli_deployment_cmds, "firmware rollouts to groups of devices"},
