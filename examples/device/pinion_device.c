@@ -1,0 +1,442 @@
+/* pinion-device: the reference device client.
+ *
+ * What a device must do to take firmware from Pinion safely, in order:
+ *   1. connect with its own certificate; client id = its identifier;
+ *   2. report its firmware and state on fleet/<id>/up/status;
+ *   3. on fleet/<id>/down/update, accept a manifest only if
+ *        - its DSSE signature verifies with the release public key it embeds,
+ *        - it names this device, is not expired, and its sequence is above
+ *          the last one it accepted (no replay, no rollback, no freeze),
+ *        - the fwup signature of the firmware's meta.conf verifies with one of
+ *          the firmware keys it embeds — before downloading a single byte;
+ *   4. download the .fw in chunks over fleet/<id>/up/get -> down/chunk,
+ *      resuming from what it already has;
+ *   5. check the file's size and SHA-256 against the manifest, then the
+ *      archive's own signature and every resource's hash;
+ *   6. "install" (here: write data/image to a file), then come back
+ *      reporting the new firmware.
+ * Every refusal is printed as one line: "refused manifest: <reason>".
+ *
+ * usage: pinion-device --host H --port P --cafile CA --cert C --key K --id ID
+ *          --release-key RELEASE.pub --fw-key FW.pub [--fw-key ...]
+ *          --state DIR [--product P --version V --platform X --architecture Y]
+ *          [--topic-root fleet] [--chunk N] [--fail-installs N] [--run-for S]
+ *
+ * State (DIR/state.json): last accepted sequence and current firmware, so a
+ * restarted device keeps refusing old manifests and reports what it runs. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <jansson.h>
+#include <mosquitto.h>
+#include <sodium.h>
+
+#include "fw.h"
+#include "fwkey.h"
+#include "manifest.h"
+
+#define MAX_FW_KEYS 8
+
+struct device {
+    const char *id, *root, *state_dir;
+    unsigned char release_pk[32];
+    struct pn_fw_key fw_keys[MAX_FW_KEYS];
+    int nkeys;
+    /* persistent state */
+    int64_t last_sequence;
+    char uuid[64], version[64], product[128], platform[128], arch[128];
+    /* the update in progress */
+    bool updating;
+    struct pn_manifest m;
+    uint64_t have;     /* bytes downloaded */
+    int chunk;
+    int fail_installs; /* test hook: fail this many installs */
+    struct mosquitto *mq;
+    bool reboot;       /* installed: reconnect reporting the new firmware */
+};
+
+static volatile sig_atomic_t stop;
+
+static void on_sig(int s)
+{
+    (void)s;
+    stop = 1;
+}
+
+static void path(const struct device *d, const char *name, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s", d->state_dir, name);
+}
+
+static void save_state(const struct device *d)
+{
+    char p[4096], tmp[4200];
+    path(d, "state.json", p, sizeof(p));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", p);
+    json_t *s = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", "last_sequence",
+                          (json_int_t)d->last_sequence, "uuid", d->uuid, "version", d->version,
+                          "product", d->product, "platform", d->platform, "architecture", d->arch);
+    if (json_dump_file(s, tmp, JSON_COMPACT) == 0)
+        rename(tmp, p);
+    json_decref(s);
+}
+
+static void load_state(struct device *d)
+{
+    char p[4096];
+    path(d, "state.json", p, sizeof(p));
+    json_t *s = json_load_file(p, 0, NULL);
+    if (!s)
+        return;
+    d->last_sequence = json_integer_value(json_object_get(s, "last_sequence"));
+#define STR(field, key)                                                                           \
+    if (json_string_value(json_object_get(s, key)))                                               \
+        snprintf(d->field, sizeof(d->field), "%s", json_string_value(json_object_get(s, key)));
+    STR(uuid, "uuid")
+    STR(version, "version")
+    STR(product, "product")
+    STR(platform, "platform")
+    STR(arch, "architecture")
+#undef STR
+    json_decref(s);
+}
+
+static void report(struct device *d, const char *state, int progress, const char *reason)
+{
+    char topic[256];
+    snprintf(topic, sizeof(topic), "%s/%s/up/status", d->root, d->id);
+    json_t *j = json_pack("{s:{s:s, s:s, s:s, s:s, s:s}, s:s, s:i}", "firmware", "uuid", d->uuid,
+                          "version", d->version, "product", d->product, "platform", d->platform,
+                          "architecture", d->arch, "state", state, "progress", progress);
+    if (reason)
+        json_object_set_new(j, "reason", json_string(reason));
+    char *s = json_dumps(j, JSON_COMPACT);
+    mosquitto_publish(d->mq, NULL, topic, (int)strlen(s), s, 1, false);
+    printf("status %s%s%s\n", state, reason ? ": " : "", reason ? reason : "");
+    fflush(stdout);
+    free(s);
+    json_decref(j);
+}
+
+static void request_chunk(struct device *d)
+{
+    char topic[256], body[160];
+    snprintf(topic, sizeof(topic), "%s/%s/up/get", d->root, d->id);
+    snprintf(body, sizeof(body), "{\"uuid\":\"%s\",\"offset\":%llu,\"length\":%d}",
+             d->m.firmware.uuid, (unsigned long long)d->have, d->chunk);
+    mosquitto_publish(d->mq, NULL, topic, (int)strlen(body), body, 1, false);
+}
+
+static void refuse(const char *why)
+{
+    printf("refused manifest: %s\n", why);
+    fflush(stdout);
+}
+
+/* Step 3: everything is checked before a byte of firmware is fetched. */
+static void on_manifest(struct device *d, const void *payload, int len)
+{
+    struct pn_err err;
+    struct pn_manifest m;
+    if (len == 0)
+        return; /* cleared: nothing to do */
+    if (pn_manifest_open(payload, (size_t)len, d->release_pk, &m, &err) < 0) {
+        refuse(err.msg);
+        return;
+    }
+    if (pn_manifest_check(&m, d->id, d->last_sequence, time(NULL), &err) < 0) {
+        refuse(err.msg);
+        pn_manifest_free(&m);
+        return;
+    }
+    int k = 0;
+    while (k < d->nkeys && pn_fwkey_verify(d->fw_keys[k].pk, m.firmware.meta_conf,
+                                           m.firmware.meta_conf_len, m.firmware.meta_conf_sig) != 0)
+        k++;
+    if (k == d->nkeys) {
+        refuse("firmware meta.conf is not signed by any of this device's firmware keys");
+        pn_manifest_free(&m);
+        return;
+    }
+    /* Accepted: remember the sequence at once, so it can never be replayed. */
+    d->last_sequence = m.sequence;
+    save_state(d);
+    if (!strcmp(m.firmware.uuid, d->uuid)) {
+        pn_manifest_free(&m);
+        report(d, "idle", 100, NULL); /* already running it */
+        return;
+    }
+    bool same = d->updating && !strcmp(d->m.firmware.uuid, m.firmware.uuid);
+    pn_manifest_free(&d->m);
+    d->m = m;
+    printf("accepted manifest %lld for %s %s\n", (long long)m.sequence, m.firmware.product,
+           m.firmware.version);
+    if (!same) {
+        /* Resume a partial download of the same firmware from its size. */
+        char p[4096];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/%s.part", d->state_dir, m.firmware.uuid);
+        d->have = stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
+        d->updating = true;
+        report(d, "received", 0, NULL);
+        request_chunk(d);
+    }
+}
+
+/* Steps 5 and 6. */
+static void finish(struct device *d)
+{
+    struct pn_err err;
+    char part[4096], image[4096];
+    snprintf(part, sizeof(part), "%s/%s.part", d->state_dir, d->m.firmware.uuid);
+    unsigned char digest[32];
+    char hex[65];
+    FILE *f = fopen(part, "rb");
+    crypto_hash_sha256_state h;
+    crypto_hash_sha256_init(&h);
+    unsigned char buf[65536];
+    size_t n;
+    while (f && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+        crypto_hash_sha256_update(&h, buf, n);
+    if (f)
+        fclose(f);
+    crypto_hash_sha256_final(&h, digest);
+    sodium_bin2hex(hex, sizeof(hex), digest, sizeof(digest));
+    d->updating = false;
+    if (strcmp(hex, d->m.firmware.sha256) != 0) {
+        unlink(part);
+        report(d, "failed", 0, "downloaded firmware does not match the manifest's SHA-256");
+        return;
+    }
+    struct pn_fw_info info;
+    if (pn_fw_verify_path(part, d->fw_keys, (size_t)d->nkeys, &info, &err) < 0 ||
+        strcmp(info.meta.uuid, d->m.firmware.uuid) != 0) {
+        pn_fw_info_free(&info);
+        unlink(part);
+        report(d, "failed", 0, "firmware archive fails verification");
+        return;
+    }
+    pn_fw_info_free(&info);
+    report(d, "installing", 100, NULL);
+    if (d->fail_installs > 0) {
+        d->fail_installs--;
+        report(d, "failed", 0, "simulated install failure");
+        return;
+    }
+    /* Install: write data/image out of the verified archive. */
+    snprintf(image, sizeof(image), "%s/installed.img", d->state_dir);
+    struct archive *a = archive_read_new();
+    archive_read_support_format_zip(a);
+    struct archive_entry *e;
+    int ok = 0;
+    if (archive_read_open_filename(a, part, 65536) == ARCHIVE_OK) {
+        while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
+            if (strcmp(archive_entry_pathname(e), "data/image") != 0)
+                continue;
+            int fd = open(image, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            ok = fd >= 0 && archive_read_data_into_fd(a, fd) == ARCHIVE_OK;
+            if (fd >= 0)
+                close(fd);
+        }
+    }
+    archive_read_free(a);
+    if (!ok) {
+        report(d, "failed", 0, "archive has no data/image to install");
+        return;
+    }
+    snprintf(d->uuid, sizeof(d->uuid), "%s", d->m.firmware.uuid);
+    snprintf(d->version, sizeof(d->version), "%s", d->m.firmware.version);
+    snprintf(d->product, sizeof(d->product), "%s", d->m.firmware.product);
+    snprintf(d->platform, sizeof(d->platform), "%s", d->m.firmware.platform);
+    snprintf(d->arch, sizeof(d->arch), "%s", d->m.firmware.architecture);
+    save_state(d);
+    unlink(part);
+    printf("installed %s %s\n", d->product, d->version);
+    d->reboot = true; /* come back reporting the new firmware */
+}
+
+/* Step 4: one chunk: "PNC1", uuid, offset, length, bytes. */
+static void on_chunk(struct device *d, const unsigned char *p, int len)
+{
+    if (!d->updating || len < 32 || memcmp(p, "PNC1", 4) != 0)
+        return;
+    uint64_t off = 0;
+    uint32_t n = 0;
+    for (int i = 0; i < 8; i++)
+        off = (off << 8) | p[20 + i];
+    for (int i = 0; i < 4; i++)
+        n = (n << 8) | p[28 + i];
+    if ((uint32_t)(len - 32) != n || off != d->have)
+        return; /* not the chunk we asked for: ignore */
+    char part[4096];
+    snprintf(part, sizeof(part), "%s/%s.part", d->state_dir, d->m.firmware.uuid);
+    if (n) {
+        int fd = open(part, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd < 0 || write(fd, p + 32, n) != (ssize_t)n) {
+            if (fd >= 0)
+                close(fd);
+            report(d, "failed", 0, "cannot store the download");
+            d->updating = false;
+            return;
+        }
+        close(fd);
+        d->have += n;
+    }
+    if (d->have > (uint64_t)d->m.firmware.size) {
+        unlink(part);
+        d->updating = false;
+        report(d, "failed", 0, "download is larger than the manifest says");
+        return;
+    }
+    if (d->have == (uint64_t)d->m.firmware.size || n == 0) {
+        finish(d);
+        return;
+    }
+    int pct = (int)(d->have * 100 / (uint64_t)d->m.firmware.size);
+    static int last_pct = -1;
+    if (pct / 25 != last_pct / 25) {
+        report(d, "downloading", pct, NULL);
+        last_pct = pct;
+    }
+    request_chunk(d);
+}
+
+static void on_connect(struct mosquitto *m, void *arg, int rc)
+{
+    struct device *d = arg;
+    char topic[256];
+    printf("connack %d\n", rc);
+    fflush(stdout);
+    if (rc)
+        return;
+    snprintf(topic, sizeof(topic), "%s/%s/down/#", d->root, d->id);
+    mosquitto_subscribe(m, NULL, topic, 1);
+    report(d, "idle", 0, NULL);
+}
+
+static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_message *msg)
+{
+    struct device *d = arg;
+    (void)m;
+    const char *leaf = strrchr(msg->topic, '/');
+    if (!leaf)
+        return;
+    if (!strcmp(leaf, "/update"))
+        on_manifest(d, msg->payload, msg->payloadlen);
+    else if (!strcmp(leaf, "/chunk"))
+        on_chunk(d, msg->payload, msg->payloadlen);
+}
+
+int main(int argc, char **argv)
+{
+    static struct device d;
+    const char *host = "127.0.0.1", *cafile = NULL, *cert = NULL, *key = NULL, *rk = NULL;
+    int port = 8883;
+    double run_for = 0;
+    d.root = "fleet";
+    d.chunk = 16384;
+    struct pn_err err;
+    static struct option lo[] = {
+        {"host", 1, 0, 'h'},         {"port", 1, 0, 'p'},       {"cafile", 1, 0, 'a'},
+        {"cert", 1, 0, 'c'},         {"key", 1, 0, 'k'},        {"id", 1, 0, 'i'},
+        {"release-key", 1, 0, 'r'},  {"fw-key", 1, 0, 'f'},     {"state", 1, 0, 's'},
+        {"product", 1, 0, 'P'},      {"version", 1, 0, 'V'},    {"platform", 1, 0, 'X'},
+        {"architecture", 1, 0, 'Y'}, {"topic-root", 1, 0, 't'}, {"chunk", 1, 0, 'n'},
+        {"fail-installs", 1, 0, 'F'}, {"run-for", 1, 0, 'R'},   {0, 0, 0, 0}};
+    if (sodium_init() < 0)
+        return 1;
+    const char *pv[4] = {0};
+    int c;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'h': host = optarg; break;
+        case 'p': port = atoi(optarg); break;
+        case 'a': cafile = optarg; break;
+        case 'c': cert = optarg; break;
+        case 'k': key = optarg; break;
+        case 'i': d.id = optarg; break;
+        case 'r': rk = optarg; break;
+        case 'f':
+            if (d.nkeys == MAX_FW_KEYS || pn_fwkey_load_pub(optarg, d.fw_keys[d.nkeys].pk, &err) < 0) {
+                fprintf(stderr, "pinion-device: %s\n", d.nkeys == MAX_FW_KEYS ? "too many keys" : err.msg);
+                return 2;
+            }
+            pn_fwkey_id(d.fw_keys[d.nkeys].pk, d.fw_keys[d.nkeys].id);
+            d.nkeys++;
+            break;
+        case 's': d.state_dir = optarg; break;
+        case 'P': pv[0] = optarg; break;
+        case 'V': pv[1] = optarg; break;
+        case 'X': pv[2] = optarg; break;
+        case 'Y': pv[3] = optarg; break;
+        case 't': d.root = optarg; break;
+        case 'n': d.chunk = atoi(optarg); break;
+        case 'F': d.fail_installs = atoi(optarg); break;
+        case 'R': run_for = atof(optarg); break;
+        default: return 2;
+        }
+    }
+    if (!cafile || !cert || !key || !d.id || !rk || !d.nkeys || !d.state_dir) {
+        fprintf(stderr, "usage: pinion-device --host H --port P --cafile CA --cert C --key K --id ID\n"
+                        "  --release-key RELEASE.pub --fw-key FW.pub [--fw-key ...] --state DIR\n"
+                        "  [--product P --version V --platform X --architecture Y]\n");
+        return 2;
+    }
+    if (pn_fwkey_load_pub(rk, d.release_pk, &err) < 0) {
+        fprintf(stderr, "pinion-device: %s\n", err.msg);
+        return 2;
+    }
+    mkdir(d.state_dir, 0755);
+    load_state(&d);
+    /* Factory firmware, when the state has none yet. */
+    if (!d.version[0] && pv[1]) {
+        snprintf(d.product, sizeof(d.product), "%s", pv[0] ? pv[0] : "");
+        snprintf(d.version, sizeof(d.version), "%s", pv[1]);
+        snprintf(d.platform, sizeof(d.platform), "%s", pv[2] ? pv[2] : "");
+        snprintf(d.arch, sizeof(d.arch), "%s", pv[3] ? pv[3] : "");
+        snprintf(d.uuid, sizeof(d.uuid), "factory");
+        save_state(&d);
+    }
+    signal(SIGTERM, on_sig);
+    signal(SIGINT, on_sig);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    mosquitto_lib_init();
+    time_t start = time(NULL);
+    while (!stop) {
+        d.mq = mosquitto_new(d.id, true, &d);
+        if (!d.mq || mosquitto_tls_set(d.mq, cafile, NULL, cert, key, NULL) != MOSQ_ERR_SUCCESS)
+            return 1;
+        mosquitto_connect_callback_set(d.mq, on_connect);
+        mosquitto_message_callback_set(d.mq, on_message);
+        d.reboot = false;
+        if (mosquitto_connect(d.mq, host, port, 30) == MOSQ_ERR_SUCCESS) {
+            while (!stop && !d.reboot) {
+                if (mosquitto_loop(d.mq, 100, 1) != MOSQ_ERR_SUCCESS)
+                    break;
+                if (run_for > 0 && difftime(time(NULL), start) >= run_for)
+                    stop = 1;
+            }
+            mosquitto_disconnect(d.mq);
+        }
+        mosquitto_destroy(d.mq);
+        if (run_for > 0 && difftime(time(NULL), start) >= run_for)
+            break;
+        if (!stop)
+            usleep(d.reboot ? 100000 : 1000000); /* "reboot", or retry after a drop */
+    }
+    pn_manifest_free(&d.m);
+    mosquitto_lib_cleanup();
+    return 0;
+}

@@ -1,0 +1,227 @@
+/* piniond main: configuration, the two connections, the loop, signals. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "db.h"
+#include "fwkey.h"
+#include "ident.h"
+#include "piniond.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+void pd_log(const char *fmt, ...)
+{
+    char when[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s piniond: ", when);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int pd_publish(struct pd *pd, const char *topic, const void *payload, int len, bool retain)
+{
+    int rc = mosquitto_publish(pd->mq, NULL, topic, len, payload, 1, retain);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        pd_log("cannot publish to %s: %s", topic, mosquitto_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static void on_connect(struct mosquitto *m, void *arg, int rc)
+{
+    struct pd *pd = arg;
+    if (rc != 0) {
+        pd_log("broker refused the connection: %s", mosquitto_connack_string(rc));
+        return;
+    }
+    char status[300], get[300];
+    snprintf(status, sizeof(status), "$share/piniond/%s/+/up/status", pd->cfg.topic_root);
+    snprintf(get, sizeof(get), "$share/piniond/%s/+/up/get", pd->cfg.topic_root);
+    mosquitto_subscribe(m, NULL, status, 1);
+    mosquitto_subscribe(m, NULL, get, 1);
+    pd->mq_connected = true;
+    pd_log("connected to %s:%d as %s", pd->cfg.mqtt_host, pd->cfg.mqtt_port, pd->cfg.client_id);
+}
+
+static void on_disconnect(struct mosquitto *m, void *arg, int rc)
+{
+    struct pd *pd = arg;
+    (void)m;
+    if (pd->mq_connected)
+        pd_log("disconnected from the broker (%s)", mosquitto_strerror(rc));
+    pd->mq_connected = false;
+}
+
+/* Routes R/<id>/up/status and R/<id>/up/get; anything else is ignored. */
+static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_message *msg)
+{
+    struct pd *pd = arg;
+    (void)m;
+    size_t rl = strlen(pd->cfg.topic_root);
+    const char *t = msg->topic;
+    if (strncmp(t, pd->cfg.topic_root, rl) != 0 || t[rl] != '/')
+        return;
+    t += rl + 1;
+    const char *slash = strchr(t, '/');
+    if (!slash)
+        return;
+    size_t il = (size_t)(slash - t);
+    char ident[PN_IDENT_BUF];
+    if (!pn_ident_valid_n(t, il)) {
+        pd_log("ignored message on %s: invalid device identifier", msg->topic);
+        return;
+    }
+    memcpy(ident, t, il);
+    ident[il] = '\0';
+    if (strcmp(slash, "/up/status") == 0)
+        pd_handle_status(pd, ident, msg->payload, msg->payloadlen);
+    else if (strcmp(slash, "/up/get") == 0)
+        pd_handle_get(pd, ident, msg->payload, msg->payloadlen);
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static int ensure_db(struct pd *pd)
+{
+    struct pn_err err;
+    if (pd->db && PQstatus(pd->db) == CONNECTION_OK)
+        return 0;
+    if (pd->db) {
+        PQfinish(pd->db);
+        pd->db = NULL;
+        pd_log("database connection lost; reconnecting");
+    }
+    pd->db = pn_db_connect_app(pd->cfg.database, "piniond", 5, &err);
+    if (!pd->db || pn_db_check_schema(pd->db, &err) < 0) {
+        if (pd->db)
+            PQfinish(pd->db);
+        pd->db = NULL;
+        pd_log("%s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: piniond -c CONFIG\n\n"
+                    "Releases firmware to devices: see README section \"piniond\".\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf = NULL;
+    int c;
+    while ((c = getopt(argc, argv, "c:h")) != -1) {
+        if (c == 'c')
+            conf = optarg;
+        else {
+            usage();
+            return c == 'h' ? 0 : 2;
+        }
+    }
+    if (!conf || optind != argc) {
+        usage();
+        return 2;
+    }
+    setvbuf(stderr, NULL, _IOLBF, 0);
+    if (sodium_init() < 0)
+        return 1;
+
+    static struct pd pd;
+    struct pn_err err;
+    if (pd_config_load(conf, &pd.cfg, &err) < 0) {
+        fprintf(stderr, "piniond: %s\n", err.msg);
+        return 1;
+    }
+    if (pn_fwkey_load_priv(pd.cfg.release_key, pd.release_sk, &err) < 0) {
+        fprintf(stderr, "piniond: release_key %s\n", err.msg);
+        return 1;
+    }
+    pn_fwkey_id(pd.release_sk + 32, pd.release_key_id);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    mosquitto_lib_init();
+    pd.mq = mosquitto_new(pd.cfg.client_id, true, &pd);
+    if (!pd.mq || mosquitto_tls_set(pd.mq, pd.cfg.ca_file, NULL, pd.cfg.cert_file,
+                                    pd.cfg.key_file, NULL) != MOSQ_ERR_SUCCESS) {
+        fprintf(stderr, "piniond: cannot use the TLS files (ca_file, cert_file, key_file)\n");
+        return 1;
+    }
+    mosquitto_connect_callback_set(pd.mq, on_connect);
+    mosquitto_disconnect_callback_set(pd.mq, on_disconnect);
+    mosquitto_message_callback_set(pd.mq, on_message);
+    pd_log("starting; release key %s", pd.release_key_id);
+    int rc = mosquitto_connect(pd.mq, pd.cfg.mqtt_host, pd.cfg.mqtt_port, 30);
+    if (rc != MOSQ_ERR_SUCCESS)
+        pd_log("cannot connect to %s:%d yet: %s", pd.cfg.mqtt_host, pd.cfg.mqtt_port,
+               mosquitto_strerror(rc));
+
+    long last_tick = 0, last_retry = 0;
+    bool renewed_all = false;
+    while (!stop_requested) {
+        rc = mosquitto_loop(pd.mq, 50, 1);
+        if (rc != MOSQ_ERR_SUCCESS && !stop_requested) {
+            if (now_ms() - last_retry > 1000) {
+                last_retry = now_ms();
+                mosquitto_reconnect(pd.mq);
+            } else {
+                usleep(50000);
+            }
+        }
+        if (now_ms() - last_tick < pd.cfg.tick_ms || !pd.mq_connected)
+            continue;
+        last_tick = now_ms();
+        if (ensure_db(&pd) < 0)
+            continue;
+        if (!renewed_all) {
+            /* An earlier process may have recorded releases it never
+             * published: re-issue every in-flight manifest once. */
+            renewed_all = pd_renew(&pd, true) >= 0;
+        }
+        pd_rollout_tick(&pd);
+        pd_renew(&pd, false);
+    }
+    pd_log("stopping");
+    mosquitto_disconnect(pd.mq);
+    mosquitto_loop(pd.mq, 100, 1);
+    mosquitto_destroy(pd.mq);
+    mosquitto_lib_cleanup();
+    if (pd.db)
+        PQfinish(pd.db);
+    sodium_memzero(pd.release_sk, sizeof(pd.release_sk));
+    pd_config_free(&pd.cfg);
+    return 0;
+}

@@ -1,0 +1,71 @@
+/* piniond: the release service.  One process: a PostgreSQL connection, an
+ * MQTT connection as a service identity, and a loop that (1) releases
+ * running deployments to eligible devices within their concurrency,
+ * (2) ingests device status, (3) serves firmware chunks.  Every piece of
+ * rollout state lives in PostgreSQL, so a restarted piniond resumes where
+ * it stopped and several instances can share the work. */
+#ifndef PINIOND_H
+#define PINIOND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+#include <mosquitto.h>
+
+#include "err.h"
+
+struct pd_config {
+    char *database, *mqtt_host, *ca_file, *cert_file, *key_file, *client_id, *topic_root,
+        *release_key, *artifacts;
+    int mqtt_port, verify_ttl, manifest_ttl, chunk_max, penalty, max_attempts, tick_ms;
+};
+
+/* A release check that passed, reusable for verify_ttl seconds as long as
+ * neither the stored file nor the key or firmware rows changed. */
+struct pd_verified {
+    int64_t firmware_id;
+    char fw_version[32], key_version[32]; /* row versions (xmin) */
+    unsigned long long dev, ino, size;
+    long long mtime_ns;
+    time_t at;
+};
+
+#define PD_VERIFIED_MAX 64
+
+struct pd {
+    struct pd_config cfg;
+    PGconn *db;
+    struct mosquitto *mq;
+    bool mq_connected;
+    unsigned char release_sk[64];
+    char release_key_id[17];
+    struct pd_verified verified[PD_VERIFIED_MAX];
+    time_t last_renew;
+};
+
+/* config.c */
+int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err);
+void pd_config_free(struct pd_config *cfg);
+
+/* One log line: "piniond: ..." with a UTC timestamp, on stderr. */
+void pd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* rollout.c: releases and renews manifests; returns devices released. */
+int pd_rollout_tick(struct pd *pd);
+/* Re-issues every in-flight manifest whose expiry is near (or, with all,
+ * every in-flight one: used at start, in case an earlier process stopped
+ * between recording a release and publishing it). */
+int pd_renew(struct pd *pd, bool all);
+/* Clears the retained manifest of a device. */
+void pd_clear_manifest(struct pd *pd, const char *identifier);
+
+/* status.c / chunks.c: MQTT message handlers (identifier already valid). */
+void pd_handle_status(struct pd *pd, const char *identifier, const void *payload, int len);
+void pd_handle_get(struct pd *pd, const char *identifier, const void *payload, int len);
+
+/* Publishes (QoS 1); logs and returns -1 on failure. */
+int pd_publish(struct pd *pd, const char *topic, const void *payload, int len, bool retain);
+
+#endif

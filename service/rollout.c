@@ -1,0 +1,470 @@
+/* Releasing deployments: who gets a manifest, when, and with which
+ * sequence number.  Each deployment is handled in one transaction holding
+ * its row lock (FOR UPDATE SKIP LOCKED), so concurrent piniond instances
+ * never release the same deployment at once; manifests are published only
+ * after the release is committed, and every (re)issue takes a fresh
+ * per-device sequence from devices.manifest_sequence, so no sequence is
+ * ever reused even when a process dies between commit and publish. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "db.h"
+#include "fw.h"
+#include "manifest.h"
+#include "piniond.h"
+#include "semver.h"
+
+#define INFLIGHT "('released', 'received', 'downloading', 'installing', 'rescheduled')"
+#define CANDIDATES 500
+
+struct fwrow {
+    int64_t id;
+    char uuid[64], product[128], version[64], platform[128], architecture[128], sha256[65],
+        key_id[17], fw_version[32], key_version[32], status[16];
+    char artifact[4096];
+    int64_t size;
+    bool key_present;
+    unsigned char pk[32], sig[64];
+    unsigned char *meta_conf;
+    size_t meta_conf_len;
+};
+
+static void fwrow_free(struct fwrow *f)
+{
+    free(f->meta_conf);
+    f->meta_conf = NULL;
+}
+
+static void copy(char *dst, size_t n, const char *src)
+{
+    snprintf(dst, n, "%s", src ? src : "");
+}
+
+/* Loads a firmware row with everything a manifest and a release check need. */
+static int load_fw(struct pd *pd, int64_t firmware_id, struct fwrow *f, struct pn_err *err)
+{
+    char id[24];
+    snprintf(id, sizeof(id), "%lld", (long long)firmware_id);
+    const char *v[] = {id};
+    PGresult *r = pn_db_q(pd->db, err,
+                          "SELECT f.uuid, p.name, f.version, f.platform, f.architecture, f.size, "
+                          "f.sha256, f.key_id, f.artifact, f.status, f.xmin::text, "
+                          "encode(f.meta_conf, 'base64'), encode(f.meta_conf_sig, 'hex'), "
+                          "encode(k.public_key, 'hex'), k.xmin::text "
+                          "FROM firmware f JOIN products p ON p.id = f.product_id "
+                          "LEFT JOIN firmware_keys k ON k.org_id = f.org_id AND k.key_id = f.key_id "
+                          "WHERE f.id = $1",
+                          1, v);
+    if (!r)
+        return -1;
+    memset(f, 0, sizeof(*f));
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return pn_err_set(err, "firmware %s no longer exists", id);
+    }
+    f->id = firmware_id;
+    copy(f->uuid, sizeof(f->uuid), PQgetvalue(r, 0, 0));
+    copy(f->product, sizeof(f->product), PQgetvalue(r, 0, 1));
+    copy(f->version, sizeof(f->version), PQgetvalue(r, 0, 2));
+    copy(f->platform, sizeof(f->platform), PQgetvalue(r, 0, 3));
+    copy(f->architecture, sizeof(f->architecture), PQgetvalue(r, 0, 4));
+    f->size = strtoll(PQgetvalue(r, 0, 5), NULL, 10);
+    copy(f->sha256, sizeof(f->sha256), PQgetvalue(r, 0, 6));
+    copy(f->key_id, sizeof(f->key_id), PQgetvalue(r, 0, 7));
+    const char *art = PQgetvalue(r, 0, 8);
+    if (art[0] == '/' || !pd->cfg.artifacts)
+        copy(f->artifact, sizeof(f->artifact), art);
+    else
+        snprintf(f->artifact, sizeof(f->artifact), "%s/%s", pd->cfg.artifacts, art);
+    copy(f->status, sizeof(f->status), PQgetvalue(r, 0, 9));
+    copy(f->fw_version, sizeof(f->fw_version), PQgetvalue(r, 0, 10));
+    /* meta.conf travels as base64 from the server: decode it here. */
+    const char *b64 = PQgetvalue(r, 0, 11);
+    size_t blen = strlen(b64), mlen = 0;
+    f->meta_conf = malloc(blen + 1);
+    int ok = f->meta_conf &&
+             sodium_base642bin(f->meta_conf, blen, b64, blen, "\n", &mlen, NULL,
+                               sodium_base64_VARIANT_ORIGINAL) == 0;
+    f->meta_conf_len = mlen;
+    size_t slen = 0;
+    ok = ok && sodium_hex2bin(f->sig, sizeof(f->sig), PQgetvalue(r, 0, 12),
+                              strlen(PQgetvalue(r, 0, 12)), NULL, &slen, NULL) == 0 &&
+         slen == 64;
+    f->key_present = !PQgetisnull(r, 0, 13);
+    if (f->key_present) {
+        size_t klen = 0;
+        ok = ok && sodium_hex2bin(f->pk, sizeof(f->pk), PQgetvalue(r, 0, 13),
+                                  strlen(PQgetvalue(r, 0, 13)), NULL, &klen, NULL) == 0 &&
+             klen == 32;
+        copy(f->key_version, sizeof(f->key_version), PQgetvalue(r, 0, 14));
+    }
+    PQclear(r);
+    if (!ok) {
+        fwrow_free(f);
+        return pn_err_set(err, "firmware %s has an unreadable stored meta.conf or key", f->uuid);
+    }
+    return 0;
+}
+
+/* The release check of SPEC section 8: the stored bytes hash to what was
+ * uploaded, the signature still verifies, its key is still registered and
+ * the firmware is not revoked.  A pass is reused for verify_ttl seconds,
+ * and never across a change of the file (device, inode, size, mtime) or of
+ * the firmware or key rows (their xmin). */
+static int release_check(struct pd *pd, const struct fwrow *f, struct pn_err *err)
+{
+    if (strcmp(f->status, "active") != 0)
+        return pn_err_set(err, "firmware %s is revoked", f->uuid);
+    if (!f->key_present)
+        return pn_err_set(err, "firmware %s: its signing key %s is no longer registered", f->uuid,
+                          f->key_id);
+    struct stat st;
+    if (stat(f->artifact, &st) < 0)
+        return pn_err_set(err, "firmware %s: stored artifact %s is missing", f->uuid, f->artifact);
+    long long mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    time_t now = time(NULL);
+    struct pd_verified *slot = NULL, *oldest = &pd->verified[0];
+    for (int i = 0; i < PD_VERIFIED_MAX; i++) {
+        struct pd_verified *v = &pd->verified[i];
+        if (v->firmware_id == f->id)
+            slot = v;
+        if (v->at < oldest->at)
+            oldest = v;
+    }
+    if (slot && now - slot->at < pd->cfg.verify_ttl && slot->dev == (unsigned long long)st.st_dev &&
+        slot->ino == (unsigned long long)st.st_ino &&
+        slot->size == (unsigned long long)st.st_size && slot->mtime_ns == mtime_ns &&
+        !strcmp(slot->fw_version, f->fw_version) && !strcmp(slot->key_version, f->key_version))
+        return 0;
+    if (slot)
+        slot->firmware_id = 0;
+
+    struct pn_fw_key key;
+    memcpy(key.pk, f->pk, 32);
+    copy(key.id, sizeof(key.id), f->key_id);
+    struct pn_fw_info info;
+    if (pn_fw_verify_path(f->artifact, &key, 1, &info, err) < 0) {
+        pn_fw_info_free(&info);
+        return pn_err_prefix(err, "firmware %s: stored artifact fails verification", f->uuid);
+    }
+    int rc = 0;
+    if (strcmp(info.sha256_hex, f->sha256) != 0)
+        rc = pn_err_set(err, "firmware %s: stored artifact's SHA-256 %s differs from the "
+                             "uploaded %s", f->uuid, info.sha256_hex, f->sha256);
+    else if (strcmp(info.meta.uuid, f->uuid) != 0 || info.meta_conf_len != f->meta_conf_len ||
+             memcmp(info.meta_conf, f->meta_conf, f->meta_conf_len) != 0)
+        rc = pn_err_set(err, "firmware %s: stored artifact's meta.conf differs from the uploaded "
+                             "one", f->uuid);
+    pn_fw_info_free(&info);
+    if (rc < 0)
+        return -1;
+    slot = oldest;
+    slot->firmware_id = f->id;
+    copy(slot->fw_version, sizeof(slot->fw_version), f->fw_version);
+    copy(slot->key_version, sizeof(slot->key_version), f->key_version);
+    slot->dev = (unsigned long long)st.st_dev;
+    slot->ino = (unsigned long long)st.st_ino;
+    slot->size = (unsigned long long)st.st_size;
+    slot->mtime_ns = mtime_ns;
+    slot->at = now;
+    pd_log("release check passed for firmware %s (%s %s)", f->uuid, f->product, f->version);
+    return 0;
+}
+
+/* Pauses a deployment with a reason, inside the caller's transaction. */
+static void pause_deployment(struct pd *pd, const char *dep_id, const char *name,
+                             const char *reason)
+{
+    const char *v[] = {dep_id, reason};
+    pn_db_cmd(pd->db, NULL,
+              "UPDATE deployments SET state = 'paused', state_reason = $2, updated_at = now() "
+              "WHERE id = $1",
+              2, v);
+    json_t *d = json_pack("{s:s}", "reason", reason);
+    char *dt = json_dumps(d, JSON_COMPACT);
+    pn_db_audit(pd->db, "deployment.paused", name, dt, NULL);
+    free(dt);
+    json_decref(d);
+    pd_log("deployment %s paused: %s", name, reason);
+}
+
+struct issue {
+    char identifier[129];
+    int64_t sequence;
+};
+
+static int publish_manifest(struct pd *pd, const struct fwrow *f, const char *deployment,
+                            const struct issue *is, time_t issued)
+{
+    struct pn_err err;
+    struct pn_manifest m;
+    memset(&m, 0, sizeof(m));
+    copy(m.device, sizeof(m.device), is->identifier);
+    copy(m.deployment, sizeof(m.deployment), deployment);
+    m.sequence = is->sequence;
+    m.issued_at = issued;
+    m.expires_at = issued + pd->cfg.manifest_ttl;
+    copy(m.firmware.uuid, sizeof(m.firmware.uuid), f->uuid);
+    copy(m.firmware.product, sizeof(m.firmware.product), f->product);
+    copy(m.firmware.version, sizeof(m.firmware.version), f->version);
+    copy(m.firmware.platform, sizeof(m.firmware.platform), f->platform);
+    copy(m.firmware.architecture, sizeof(m.firmware.architecture), f->architecture);
+    m.firmware.size = f->size;
+    copy(m.firmware.sha256, sizeof(m.firmware.sha256), f->sha256);
+    copy(m.firmware.key_id, sizeof(m.firmware.key_id), f->key_id);
+    m.firmware.meta_conf = f->meta_conf;
+    m.firmware.meta_conf_len = f->meta_conf_len;
+    memcpy(m.firmware.meta_conf_sig, f->sig, 64);
+    char *env = pn_manifest_sign(&m, pd->release_sk, &err);
+    if (!env) {
+        pd_log("cannot sign the manifest for %s: %s", is->identifier, err.msg);
+        return -1;
+    }
+    char topic[512];
+    snprintf(topic, sizeof(topic), "%s/%s/down/update", pd->cfg.topic_root, is->identifier);
+    int rc = pd_publish(pd, topic, env, (int)strlen(env), true);
+    free(env);
+    if (rc == 0)
+        pd_log("released %s %s to %s (deployment %s, sequence %lld)", f->product, f->version,
+               is->identifier, deployment, (long long)is->sequence);
+    return rc;
+}
+
+/* Takes the next sequence of a device and records the (re)issue; inside
+ * the caller's transaction. */
+static int record_issue(struct pd *pd, const char *device_id, const char *dep_id, time_t issued,
+                        bool fresh, struct issue *is, struct pn_err *err)
+{
+    const char *v[] = {device_id};
+    PGresult *r = pn_db_q(pd->db, err,
+                          "UPDATE devices SET manifest_sequence = manifest_sequence + 1 "
+                          "WHERE id = $1 RETURNING manifest_sequence, identifier",
+                          1, v);
+    if (!r)
+        return -1;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return pn_err_set(err, "device %s vanished", device_id);
+    }
+    is->sequence = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    copy(is->identifier, sizeof(is->identifier), PQgetvalue(r, 0, 1));
+    PQclear(r);
+    char seq[24], iss[24], exp[24];
+    snprintf(seq, sizeof(seq), "%lld", (long long)is->sequence);
+    snprintf(iss, sizeof(iss), "%lld", (long long)issued);
+    snprintf(exp, sizeof(exp), "%lld", (long long)(issued + pd->cfg.manifest_ttl));
+    const char *u[] = {device_id, dep_id, seq, iss, exp, fresh ? "t" : "f"};
+    return pn_db_cmd(
+        pd->db, err,
+        "INSERT INTO device_updates (device_id, deployment_id, state, attempts, sequence, "
+        "issued_at, expires_at) VALUES ($1, $2, 'released', 0, $3, to_timestamp($4), "
+        "to_timestamp($5)) ON CONFLICT (device_id, deployment_id) DO UPDATE SET "
+        "state = CASE WHEN $6::bool THEN 'released' ELSE device_updates.state END, "
+        "attempts = CASE WHEN device_updates.state = 'penalty' THEN 0 "
+        "ELSE device_updates.attempts END, "
+        "sequence = EXCLUDED.sequence, issued_at = EXCLUDED.issued_at, "
+        "expires_at = EXCLUDED.expires_at, penalty_until = NULL, updated_at = now()",
+        6, u);
+}
+
+/* Picks up to `slots` eligible devices for a locked deployment. */
+static int pick(struct pd *pd, PGresult *dep, int slots, const struct fwrow *f,
+                char ids[][24], struct pn_err *err)
+{
+    const char *v[] = {PQgetvalue(dep, 0, 0), PQgetvalue(dep, 0, 2), PQgetvalue(dep, 0, 3),
+                       PQgetvalue(dep, 0, 5), f->uuid, f->platform, f->architecture};
+    PGresult *r = pn_db_q(
+        pd->db, err,
+        "SELECT d.id, d.firmware_version FROM devices d "
+        "WHERE d.org_id = $2 AND d.product_id = $3 AND d.status = 'active' "
+        "AND d.tags @> ARRAY(SELECT jsonb_array_elements_text($4::jsonb)) "
+        "AND d.firmware_uuid IS DISTINCT FROM $5 "
+        "AND d.firmware_platform = $6 AND d.firmware_architecture = $7 "
+        "AND NOT EXISTS (SELECT 1 FROM device_updates u WHERE u.device_id = d.id AND "
+        " ((u.deployment_id = $1 AND (u.state = 'complete' OR (u.state = 'penalty' AND "
+        "   u.penalty_until > now()))) OR u.state IN " INFLIGHT ")) "
+        "ORDER BY d.id LIMIT " "500" " FOR UPDATE OF d SKIP LOCKED",
+        7, v);
+    if (!r)
+        return -1;
+    const char *req = PQgetvalue(dep, 0, 6);
+    int n = 0;
+    for (int i = 0; i < PQntuples(r) && n < slots; i++) {
+        const char *ver = PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1);
+        if (req[0] && (!ver || !pn_semver_matches(ver, req)))
+            continue;
+        copy(ids[n], 24, PQgetvalue(r, i, 0));
+        n++;
+    }
+    PQclear(r);
+    return n;
+}
+
+static int release_deployment(struct pd *pd, const char *dep_id)
+{
+    struct pn_err err;
+    struct fwrow f = {0};
+    struct issue *issues = NULL;
+    char (*ids)[24] = NULL;
+    int n = 0;
+    char name[129] = "";
+
+    if (pn_db_begin(pd->db, &err) < 0)
+        goto dberr;
+    const char *v[] = {dep_id};
+    PGresult *dep = pn_db_q(pd->db, &err,
+                            "SELECT d.id, d.name, d.org_id, d.product_id, d.firmware_id, "
+                            "array_to_json(d.tags)::text, d.version_req, d.concurrency, "
+                            "(SELECT count(*) FROM device_updates u WHERE u.deployment_id = d.id "
+                            " AND u.state IN " INFLIGHT ") "
+                            "FROM deployments d WHERE d.id = $1 AND d.state = 'running' "
+                            "FOR UPDATE SKIP LOCKED",
+                            1, v);
+    if (!dep)
+        goto dberr;
+    if (PQntuples(dep) != 1) { /* paused meanwhile, or another piniond has it */
+        PQclear(dep);
+        pn_db_rollback(pd->db);
+        return 0;
+    }
+    copy(name, sizeof(name), PQgetvalue(dep, 0, 1));
+    int slots = atoi(PQgetvalue(dep, 0, 7)) - atoi(PQgetvalue(dep, 0, 8));
+    if (slots <= 0) {
+        PQclear(dep);
+        pn_db_rollback(pd->db);
+        return 0;
+    }
+    if (load_fw(pd, strtoll(PQgetvalue(dep, 0, 4), NULL, 10), &f, &err) < 0 ||
+        release_check(pd, &f, &err) < 0) {
+        char reason[PN_ERR_MAX + 32];
+        snprintf(reason, sizeof(reason), "release check failed: %s", err.msg);
+        pause_deployment(pd, dep_id, name, reason);
+        PQclear(dep);
+        fwrow_free(&f);
+        return pn_db_commit(pd->db, &err) < 0 ? -1 : 0;
+    }
+    ids = calloc((size_t)slots, sizeof(*ids));
+    issues = calloc((size_t)slots, sizeof(*issues));
+    if (!ids || !issues) {
+        PQclear(dep);
+        pn_db_rollback(pd->db);
+        goto out;
+    }
+    n = pick(pd, dep, slots, &f, ids, &err);
+    PQclear(dep);
+    if (n < 0)
+        goto dberr;
+    time_t issued = time(NULL);
+    for (int i = 0; i < n; i++)
+        if (record_issue(pd, ids[i], dep_id, issued, true, &issues[i], &err) < 0)
+            goto dberr;
+    if (pn_db_commit(pd->db, &err) < 0)
+        goto dberr;
+    for (int i = 0; i < n; i++)
+        publish_manifest(pd, &f, name, &issues[i], issued);
+out:
+    fwrow_free(&f);
+    free(ids);
+    free(issues);
+    return n;
+dberr:
+    pn_db_rollback(pd->db);
+    pd_log("deployment %s: %s", name[0] ? name : dep_id, err.msg);
+    fwrow_free(&f);
+    free(ids);
+    free(issues);
+    return -1;
+}
+
+int pd_rollout_tick(struct pd *pd)
+{
+    struct pn_err err;
+    PGresult *r = pn_db_q(pd->db, &err,
+                          "SELECT id FROM deployments WHERE state = 'running' ORDER BY id", 0, NULL);
+    if (!r) {
+        pd_log("%s", err.msg);
+        return -1;
+    }
+    int total = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int n = release_deployment(pd, PQgetvalue(r, i, 0));
+        if (n > 0)
+            total += n;
+    }
+    PQclear(r);
+    return total;
+}
+
+int pd_renew(struct pd *pd, bool all)
+{
+    struct pn_err err;
+    char half[24];
+    snprintf(half, sizeof(half), "%d", all ? 2000000000 : pd->cfg.manifest_ttl / 2);
+    if (pn_db_begin(pd->db, &err) < 0)
+        goto dberr;
+    const char *v[] = {half};
+    PGresult *r = pn_db_q(pd->db, &err,
+                          "SELECT u.device_id, u.deployment_id, dp.name, dp.firmware_id "
+                          "FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "
+                          "WHERE u.state IN " INFLIGHT " AND dp.state = 'running' "
+                          "AND u.expires_at < now() + make_interval(secs => $1::int) "
+                          "ORDER BY u.deployment_id, u.device_id LIMIT 1000 "
+                          "FOR UPDATE OF u SKIP LOCKED",
+                          1, v);
+    if (!r)
+        goto dberr;
+    int n = PQntuples(r);
+    struct issue *issues = calloc((size_t)n + 1, sizeof(*issues));
+    time_t issued = time(NULL);
+    for (int i = 0; issues && i < n; i++)
+        if (record_issue(pd, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), issued, false, &issues[i],
+                         &err) < 0) {
+            PQclear(r);
+            free(issues);
+            goto dberr;
+        }
+    if (!issues || pn_db_commit(pd->db, &err) < 0) {
+        PQclear(r);
+        free(issues);
+        goto dberr;
+    }
+    /* Publish after commit; one firmware row load per deployment. */
+    int64_t loaded = -1;
+    struct fwrow f = {0};
+    bool ok = false;
+    for (int i = 0; i < n; i++) {
+        int64_t fid = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+        if (fid != loaded) {
+            fwrow_free(&f);
+            ok = load_fw(pd, fid, &f, &err) == 0 && release_check(pd, &f, &err) == 0;
+            if (!ok)
+                pd_log("not re-issuing manifests of deployment %s: %s", PQgetvalue(r, i, 2),
+                       err.msg);
+            loaded = fid;
+        }
+        if (ok)
+            publish_manifest(pd, &f, PQgetvalue(r, i, 2), &issues[i], issued);
+    }
+    fwrow_free(&f);
+    PQclear(r);
+    free(issues);
+    return n;
+dberr:
+    pn_db_rollback(pd->db);
+    pd_log("renewing manifests: %s", err.msg);
+    return -1;
+}
+
+void pd_clear_manifest(struct pd *pd, const char *identifier)
+{
+    char topic[512];
+    snprintf(topic, sizeof(topic), "%s/%s/down/update", pd->cfg.topic_root, identifier);
+    pd_publish(pd, topic, NULL, 0, true);
+}
