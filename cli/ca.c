@@ -304,7 +304,6 @@ static const char CA_COLUMNS[] =
 
 static int print_ca(struct cli_ctx *ctx, const char *id)
 {
-    struct pn_err err;
     char sql[1024];
     snprintf(sql, sizeof(sql),
              "SELECT %s, o.name AS org, c.created_at AS registered_at, "
@@ -313,18 +312,9 @@ static int print_ca(struct cli_ctx *ctx, const char *id)
              "LEFT JOIN products p ON p.id = c.jitp_product_id WHERE c.id = $1",
              CA_COLUMNS);
     const char *v[] = {id};
-    PGresult *res = pn_db_q(ctx->db, &err, sql, 1, v);
-    if (!res)
-        return cli_fail_err(&err);
-    json_t *rows = cli_rows(res);
-    PQclear(res);
-    if (json_array_size(rows) != 1) {
-        json_decref(rows);
-        return cli_fail("no CA certificate with id %s", id);
-    }
-    cli_print_obj(ctx, json_incref(json_array_get(rows, 0)));
-    json_decref(rows);
-    return 0;
+    char missing[128];
+    snprintf(missing, sizeof(missing), "no CA certificate with id %s", id);
+    return cli_show(ctx, sql, 1, v, missing);
 }
 
 static int cmd_register(struct cli_ctx *ctx, int argc, char **argv)
@@ -453,7 +443,6 @@ static int cmd_list(struct cli_ctx *ctx, int argc, char **argv)
 {
     const char *pos[1];
     int rc;
-    struct pn_err err;
     char org_id[24], sql[1024];
     if (cli_parse(ctx, argc, argv, NULL, pos, 1, 1, &rc) < 0)
         return rc;
@@ -465,12 +454,7 @@ static int cmd_list(struct cli_ctx *ctx, int argc, char **argv)
              "FROM ca_certificates c LEFT JOIN products p ON p.id = c.jitp_product_id "
              "WHERE c.org_id = $1 ORDER BY c.created_at, c.id");
     const char *v[] = {org_id};
-    PGresult *res = pn_db_q(ctx->db, &err, sql, 1, v);
-    if (!res)
-        return cli_fail_err(&err);
-    cli_print_rows(ctx, cli_rows(res));
-    PQclear(res);
-    return 0;
+    return cli_list(ctx, sql, 1, v);
 }
 
 static int cmd_show(struct cli_ctx *ctx, int argc, char **argv)

@@ -67,6 +67,18 @@ json_t *cli_rows(const PGresult *res);
  * ","), or "(none)" when empty.  Steals the reference. */
 void cli_print_rows(struct cli_ctx *ctx, json_t *rows);
 
+/* Prints the first row of res as an object (cli_print_obj); when res has
+ * no row, prints `missing` as the one-line error instead.  Returns the exit
+ * code.  Does not PQclear(res). */
+int cli_print_row(struct cli_ctx *ctx, const PGresult *res, const char *missing);
+
+/* Runs a parameterised query and prints its single row (cli_print_row). */
+int cli_show(struct cli_ctx *ctx, const char *sql, int n, const char *const *values,
+             const char *missing);
+
+/* Runs a parameterised query and prints all its rows (cli_print_rows). */
+int cli_list(struct cli_ctx *ctx, const char *sql, int n, const char *const *values);
+
 /* Prints one object as JSON with --json, else as "key: value" lines.
  * Steals the reference. */
 void cli_print_obj(struct cli_ctx *ctx, json_t *obj);

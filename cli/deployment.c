@@ -34,7 +34,6 @@ static const char DEPLOYMENT_SELECT[] =
 
 static int print_deployment(struct cli_ctx *ctx, const char *org_id, const char *name)
 {
-    struct pn_err err;
     char sql[2048];
     snprintf(sql, sizeof(sql),
              "%s, (SELECT coalesce(jsonb_object_agg(state, n), '{}'::jsonb) FROM (SELECT u.state, "
@@ -44,18 +43,9 @@ static int print_deployment(struct cli_ctx *ctx, const char *org_id, const char 
              "WHERE d.org_id = $1 AND d.name = $2",
              DEPLOYMENT_SELECT);
     const char *v[] = {org_id, name};
-    PGresult *res = pn_db_q(ctx->db, &err, sql, 2, v);
-    if (!res)
-        return cli_fail_err(&err);
-    json_t *rows = cli_rows(res);
-    PQclear(res);
-    if (json_array_size(rows) != 1) {
-        json_decref(rows);
-        return cli_fail("no deployment named '%s'", name);
-    }
-    cli_print_obj(ctx, json_incref(json_array_get(rows, 0)));
-    json_decref(rows);
-    return 0;
+    char missing[160];
+    snprintf(missing, sizeof(missing), "no deployment named '%.64s'", name);
+    return cli_show(ctx, sql, 2, v, missing);
 }
 
 static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
@@ -188,14 +178,13 @@ static int cmd_list(struct cli_ctx *ctx, int argc, char **argv)
 {
     const char *pos[1];
     int rc;
-    struct pn_err err;
     char org_id[24];
     if (cli_parse(ctx, argc, argv, NULL, pos, 1, 1, &rc) < 0)
         return rc;
     if (!cli_db(ctx) || cli_org_id(ctx, pos[0], org_id) < 0)
         return 1;
     const char *v[] = {org_id};
-    PGresult *res = pn_db_q(ctx->db, &err,
+    return cli_list(ctx,
                             "SELECT d.name, p.name AS product, f.version AS firmware_version, "
                             "d.state, d.concurrency, d.failures, d.max_failures, "
                             "to_jsonb(d.tags) AS tags, d.version_req AS version "
@@ -203,11 +192,6 @@ static int cmd_list(struct cli_ctx *ctx, int argc, char **argv)
                             "JOIN firmware f ON f.id = d.firmware_id WHERE d.org_id = $1 "
                             "ORDER BY d.name",
                             1, v);
-    if (!res)
-        return cli_fail_err(&err);
-    cli_print_rows(ctx, cli_rows(res));
-    PQclear(res);
-    return 0;
 }
 
 const struct cli_cmd cli_deployment_cmds[] = {

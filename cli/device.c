@@ -106,10 +106,11 @@ out:
 
 static int print_device(struct cli_ctx *ctx, const char *ident)
 {
-    struct pn_err err;
     const char *v[] = {ident};
-    PGresult *res = pn_db_q(
-        ctx->db, &err,
+    char missing[200];
+    snprintf(missing, sizeof(missing), "no device '%.128s'", ident);
+    return cli_show(
+        ctx,
         "SELECT d.identifier, o.name AS org, p.name AS product, to_jsonb(d.tags) AS tags, "
         "d.status, d.firmware_uuid, d.firmware_version, d.first_seen, d.last_seen, d.created_at, "
         "coalesce((SELECT jsonb_agg(jsonb_build_object('id', c.id, 'ca_id', c.ca_id, "
@@ -118,18 +119,7 @@ static int print_device(struct cli_ctx *ctx, const char *ident)
         "FROM device_certificates c WHERE c.device_id = d.id), '[]'::jsonb) AS certificates "
         "FROM devices d JOIN orgs o ON o.id = d.org_id JOIN products p ON p.id = d.product_id "
         "WHERE d.identifier = $1",
-        1, v);
-    if (!res)
-        return cli_fail_err(&err);
-    json_t *rows = cli_rows(res);
-    PQclear(res);
-    if (json_array_size(rows) != 1) {
-        json_decref(rows);
-        return cli_fail("no device '%s'", ident);
-    }
-    cli_print_obj(ctx, json_incref(json_array_get(rows, 0)));
-    json_decref(rows);
-    return 0;
+        1, v, missing);
 }
 
 static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
@@ -177,15 +167,14 @@ static int cmd_list(struct cli_ctx *ctx, int argc, char **argv)
 {
     const char *pos[1];
     int rc;
-    struct pn_err err;
     char org_id[24];
     if (cli_parse(ctx, argc, argv, NULL, pos, 1, 1, &rc) < 0)
         return rc;
     if (!cli_db(ctx) || cli_org_id(ctx, pos[0], org_id) < 0)
         return 1;
     const char *v[] = {org_id};
-    PGresult *res = pn_db_q(
-        ctx->db, &err,
+    return cli_list(
+        ctx,
         "SELECT d.identifier, p.name AS product, to_jsonb(d.tags) AS tags, d.status, "
         "d.firmware_version, d.last_seen, "
         "(SELECT count(*) FROM device_certificates c WHERE c.device_id = d.id "
@@ -193,11 +182,6 @@ static int cmd_list(struct cli_ctx *ctx, int argc, char **argv)
         "FROM devices d JOIN products p ON p.id = d.product_id WHERE d.org_id = $1 "
         "ORDER BY d.identifier",
         1, v);
-    if (!res)
-        return cli_fail_err(&err);
-    cli_print_rows(ctx, cli_rows(res));
-    PQclear(res);
-    return 0;
 }
 
 static int cmd_show(struct cli_ctx *ctx, int argc, char **argv)

@@ -304,7 +304,6 @@ static int cmd_fw_list(struct cli_ctx *ctx, int argc, char **argv)
 {
     const char *pos[2];
     int rc, n;
-    struct pn_err err;
     char org_id[24], product_id[24];
 
     if ((n = cli_parse(ctx, argc, argv, NULL, pos, 1, 2, &rc)) < 0)
@@ -314,19 +313,13 @@ static int cmd_fw_list(struct cli_ctx *ctx, int argc, char **argv)
     if (n == 2 && cli_product_id(ctx, org_id, pos[0], pos[1], product_id) < 0)
         return 1;
     const char *v[] = {org_id, n == 2 ? product_id : NULL};
-    PGresult *res = pn_db_q(
-        ctx->db, &err,
+    return cli_list(
+        ctx,
         "SELECT f.uuid, p.name AS product, f.version, f.platform, f.architecture, "
         "k.name AS key, f.size, f.status, f.uploaded_at " FW_JOINS
         "WHERE f.org_id = $1 AND ($2::bigint IS NULL OR f.product_id = $2) "
         "ORDER BY p.name, f.uploaded_at, f.id",
         2, v);
-    if (!res)
-        return cli_fail_err(&err);
-    json_t *rows = cli_rows(res);
-    PQclear(res);
-    cli_print_rows(ctx, rows);
-    return 0;
 }
 
 static int cmd_fw_show(struct cli_ctx *ctx, int argc, char **argv)

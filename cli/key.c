@@ -113,7 +113,6 @@ static int cmd_key_list(struct cli_ctx *ctx, int argc, char **argv)
 {
     const char *pos[1];
     int rc;
-    struct pn_err err;
     char org_id[24];
 
     if (cli_parse(ctx, argc, argv, NULL, pos, 1, 1, &rc) < 0)
@@ -121,16 +120,10 @@ static int cmd_key_list(struct cli_ctx *ctx, int argc, char **argv)
     if (!cli_db(ctx) || cli_org_id(ctx, pos[0], org_id) < 0)
         return 1;
     const char *v[] = {org_id};
-    PGresult *res = pn_db_q(ctx->db, &err,
-                            "SELECT name, key_id, encode(public_key, 'base64') AS public_key, "
-                            "created_at FROM firmware_keys WHERE org_id = $1 ORDER BY name",
-                            1, v);
-    if (!res)
-        return cli_fail_err(&err);
-    json_t *rows = cli_rows(res);
-    PQclear(res);
-    cli_print_rows(ctx, rows);
-    return 0;
+    return cli_list(ctx,
+                    "SELECT name, key_id, encode(public_key, 'base64') AS public_key, "
+                    "created_at FROM firmware_keys WHERE org_id = $1 ORDER BY name",
+                    1, v);
 }
 
 const struct cli_cmd cli_key_cmds[] = {

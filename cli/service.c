@@ -74,20 +74,14 @@ static int cmd_list(struct cli_ctx *ctx, int argc, char **argv)
 {
     const char *pos[1];
     int rc;
-    struct pn_err err;
     if (cli_parse(ctx, argc, argv, NULL, pos, 0, 0, &rc) < 0)
         return rc;
     if (!cli_db(ctx))
         return 1;
-    PGresult *res = pn_db_q(ctx->db, &err,
-                            "SELECT name, id, subject, not_after, created_at "
-                            "FROM service_identities ORDER BY name",
-                            0, NULL);
-    if (!res)
-        return cli_fail_err(&err);
-    cli_print_rows(ctx, cli_rows(res));
-    PQclear(res);
-    return 0;
+    return cli_list(ctx,
+                    "SELECT name, id, subject, not_after, created_at "
+                    "FROM service_identities ORDER BY name",
+                    0, NULL);
 }
 
 const struct cli_cmd cli_service_cmds[] = {

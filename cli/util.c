@@ -412,3 +412,36 @@ int cli_resolve_cert(struct cli_ctx *ctx, char table, const char *arg, char id[6
     }
     return 0;
 }
+
+int cli_print_row(struct cli_ctx *ctx, const PGresult *res, const char *missing)
+{
+    if (PQntuples(res) < 1)
+        return cli_fail("%s", missing);
+    json_t *rows = cli_rows(res);
+    cli_print_obj(ctx, json_incref(json_array_get(rows, 0)));
+    json_decref(rows);
+    return 0;
+}
+
+int cli_show(struct cli_ctx *ctx, const char *sql, int n, const char *const *values,
+             const char *missing)
+{
+    struct pn_err err;
+    PGresult *res = pn_db_q(ctx->db, &err, sql, n, values);
+    if (!res)
+        return cli_fail_err(&err);
+    int rc = cli_print_row(ctx, res, missing);
+    PQclear(res);
+    return rc;
+}
+
+int cli_list(struct cli_ctx *ctx, const char *sql, int n, const char *const *values)
+{
+    struct pn_err err;
+    PGresult *res = pn_db_q(ctx->db, &err, sql, n, values);
+    if (!res)
+        return cli_fail_err(&err);
+    cli_print_rows(ctx, cli_rows(res));
+    PQclear(res);
+    return 0;
+}
