@@ -110,6 +110,9 @@ int cli_product_id(struct cli_ctx *ctx, const char *org_id, const char *org,
 extern const struct cli_cmd cli_db_cmds[], cli_org_cmds[], cli_product_cmds[], cli_ca_cmds[],
     cli_device_cmds[], cli_key_cmds[], cli_service_cmds[], cli_firmware_cmds[];
 extern const struct cli_cmd cli_release_key_cmds[];
+
+/* Writes PREFIX.pub / PREFIX.priv (--out PREFIX) and prints the key id. */
+int cli_key_files_create(struct cli_ctx *ctx, int argc, char **argv);
 extern const struct cli_cmd cli_deployment_cmds[];
 
 #endif

@@ -9,7 +9,9 @@
 #include "db.h"
 #include "fwkey.h"
 
-static int cmd_key_create(struct cli_ctx *ctx, int argc, char **argv)
+/* `key create` and `release-key create`: the same Ed25519 key files in
+ * fwup's format, for different jobs. */
+int cli_key_files_create(struct cli_ctx *ctx, int argc, char **argv)
 {
     const char *out = NULL;
     const struct cli_opt opts[] = {{"out", 1, &out, NULL}, {NULL, 0, NULL, NULL}};
@@ -22,7 +24,7 @@ static int cmd_key_create(struct cli_ctx *ctx, int argc, char **argv)
     if (cli_parse(ctx, argc, argv, opts, pos, 0, 0, &rc) < 0)
         return rc;
     if (!out || !*out) {
-        cli_fail("key create needs --out PREFIX (writes PREFIX.pub and PREFIX.priv)");
+        cli_fail("%s create needs --out PREFIX (writes PREFIX.pub and PREFIX.priv)", ctx->group);
         return 2;
     }
     if (pn_fwkey_create(out, pk, &err) < 0)
@@ -127,7 +129,7 @@ static int cmd_key_list(struct cli_ctx *ctx, int argc, char **argv)
 }
 
 const struct cli_cmd cli_key_cmds[] = {
-    {"create", cmd_key_create, "--out PREFIX", "generate an Ed25519 firmware signing key pair",
+    {"create", cli_key_files_create, "--out PREFIX", "generate an Ed25519 firmware signing key pair",
      "Writes PREFIX.pub (base64 public key) and PREFIX.priv (base64 private key), mode 0600,\n"
      "in fwup's format: fwup's -s PREFIX.priv and -p PREFIX.pub take them as they are.\n"
      "Refuses to overwrite either file.  Works offline: no database is needed.\n"
