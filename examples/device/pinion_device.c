@@ -190,8 +190,11 @@ static void on_manifest(struct device *d, const void *payload, int len)
         d->have = stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
         d->updating = true;
         report(d, "received", 0, NULL);
-        request_chunk(d);
     }
+    /* Also on a re-issue of the firmware being downloaded: the service
+     * re-issues after a restart, when the last request or its answer may
+     * have been lost.  A duplicate answer is ignored (offset != have). */
+    request_chunk(d);
 }
 
 /* Steps 5 and 6. */
