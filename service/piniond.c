@@ -73,6 +73,43 @@ static void on_disconnect(struct mosquitto *m, void *arg, int rc)
     pd->mq_connected = false;
 }
 
+static long now_ms(void);
+
+static void retry_later(struct pd *pd, const char *ident, const void *payload, int len)
+{
+    struct pd_retry *r = &pd->retry[pd->nretry];
+    r->payload = malloc((size_t)len);
+    if (!r->payload)
+        return;
+    memcpy(r->payload, payload, (size_t)len);
+    snprintf(r->identifier, sizeof(r->identifier), "%s", ident);
+    r->len = len;
+    r->tries = 1;
+    r->due_ms = now_ms() + 300;
+    pd->nretry++;
+}
+
+/* Statuses of devices that had no row yet: about 3 s of retries. */
+static void run_retries(struct pd *pd)
+{
+    long now = now_ms();
+    for (int i = 0; i < pd->nretry;) {
+        struct pd_retry *r = &pd->retry[i];
+        if (r->due_ms > now) {
+            i++;
+            continue;
+        }
+        if (pd_handle_status(pd, r->identifier, r->payload, r->len, r->tries >= 10) == 1) {
+            r->tries++;
+            r->due_ms = now + 300;
+            i++;
+            continue;
+        }
+        free(r->payload);
+        pd->retry[i] = pd->retry[--pd->nretry];
+    }
+}
+
 /* Routes R/<id>/up/status and R/<id>/up/get; anything else is ignored. */
 static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_message *msg)
 {
@@ -94,8 +131,16 @@ static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_me
     }
     memcpy(ident, t, il);
     ident[il] = '\0';
-    if (strcmp(slash, "/up/status") == 0)
-        pd_handle_status(pd, ident, msg->payload, msg->payloadlen);
+    if (!pd->db || PQstatus(pd->db) != CONNECTION_OK) {
+        if (strcmp(slash, "/up/status") == 0 && pd->nretry < PD_RETRY_MAX)
+            retry_later(pd, ident, msg->payload, msg->payloadlen);
+        return; /* chunk requests are repeated by devices */
+    }
+    if (strcmp(slash, "/up/status") == 0) {
+        bool full = pd->nretry == PD_RETRY_MAX;
+        if (pd_handle_status(pd, ident, msg->payload, msg->payloadlen, full) == 1)
+            retry_later(pd, ident, msg->payload, msg->payloadlen);
+    }
     else if (strcmp(slash, "/up/get") == 0)
         pd_handle_get(pd, ident, msg->payload, msg->payloadlen);
 }
@@ -180,6 +225,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "piniond: cannot use the TLS files (ca_file, cert_file, key_file)\n");
         return 1;
     }
+    /* Chunks are request/response: don't let Nagle hold small packets. */
+    mosquitto_int_option(pd.mq, MOSQ_OPT_TCP_NODELAY, 1);
     mosquitto_connect_callback_set(pd.mq, on_connect);
     mosquitto_disconnect_callback_set(pd.mq, on_disconnect);
     mosquitto_message_callback_set(pd.mq, on_message);
@@ -211,6 +258,7 @@ int main(int argc, char **argv)
              * published: re-issue every in-flight manifest once. */
             renewed_all = pd_renew(&pd, true) >= 0;
         }
+        run_retries(&pd);
         pd_rollout_tick(&pd);
         pd_renew(&pd, false);
     }
@@ -221,6 +269,8 @@ int main(int argc, char **argv)
     mosquitto_lib_cleanup();
     if (pd.db)
         PQfinish(pd.db);
+    for (int i = 0; i < pd.nretry; i++)
+        free(pd.retry[i].payload);
     sodium_memzero(pd.release_sk, sizeof(pd.release_sk));
     pd_config_free(&pd.cfg);
     return 0;

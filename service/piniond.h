@@ -34,6 +34,18 @@ struct pd_verified {
 
 #define PD_VERIFIED_MAX 64
 
+/* A status from a device whose row does not exist yet: the plugin creates a
+ * JITP device's row moments after its first CONNECT, and the device may
+ * report before that.  Retried a few times before it is ignored. */
+struct pd_retry {
+    char identifier[129];
+    void *payload;
+    int len, tries;
+    long due_ms;
+};
+
+#define PD_RETRY_MAX 256
+
 struct pd {
     struct pd_config cfg;
     PGconn *db;
@@ -43,6 +55,8 @@ struct pd {
     char release_key_id[17];
     struct pd_verified verified[PD_VERIFIED_MAX];
     time_t last_renew;
+    struct pd_retry retry[PD_RETRY_MAX];
+    int nretry;
 };
 
 /* config.c */
@@ -61,8 +75,11 @@ int pd_renew(struct pd *pd, bool all);
 /* Clears the retained manifest of a device. */
 void pd_clear_manifest(struct pd *pd, const char *identifier);
 
-/* status.c / chunks.c: MQTT message handlers (identifier already valid). */
-void pd_handle_status(struct pd *pd, const char *identifier, const void *payload, int len);
+/* status.c / chunks.c: MQTT message handlers (identifier already valid).
+ * pd_handle_status returns 1 when the device is unknown and final is false
+ * (the caller may retry later), else 0; with final it logs and ignores. */
+int pd_handle_status(struct pd *pd, const char *identifier, const void *payload, int len,
+                     bool final);
 void pd_handle_get(struct pd *pd, const char *identifier, const void *payload, int len);
 
 /* Publishes (QoS 1); logs and returns -1 on failure. */

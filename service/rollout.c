@@ -22,7 +22,7 @@
 #include "semver.h"
 
 #define INFLIGHT "('released', 'received', 'downloading', 'installing', 'rescheduled')"
-#define CANDIDATES 500
+#define CANDIDATES 500 /* rows per page in pick_page (its LIMIT) */
 
 struct fwrow {
     int64_t id;
@@ -274,38 +274,60 @@ static int record_issue(struct pd *pd, const char *device_id, const char *dep_id
         6, u);
 }
 
-/* Picks up to `slots` eligible devices for a locked deployment. */
-static int pick(struct pd *pd, PGresult *dep, int slots, const struct fwrow *f,
-                char ids[][24], struct pn_err *err)
+/* One page of candidates with ids above *after (advanced); matching ones
+ * are appended to ids[*n].  Returns the number of rows read, or -1. */
+static int pick_page(struct pd *pd, PGresult *dep, const struct fwrow *f, char after[24],
+                     const char *req, int slots, char ids[][24], int *n, struct pn_err *err)
 {
     const char *v[] = {PQgetvalue(dep, 0, 0), PQgetvalue(dep, 0, 2), PQgetvalue(dep, 0, 3),
-                       PQgetvalue(dep, 0, 5), f->uuid, f->platform, f->architecture};
+                       PQgetvalue(dep, 0, 5), f->uuid, f->platform, f->architecture, after};
     PGresult *r = pn_db_q(
         pd->db, err,
         "SELECT d.id, d.firmware_version FROM devices d "
-        "WHERE d.org_id = $2 AND d.product_id = $3 AND d.status = 'active' "
+        "WHERE d.org_id = $2 AND d.product_id = $3 AND d.status = 'active' AND d.id > $8 "
         "AND d.tags @> ARRAY(SELECT jsonb_array_elements_text($4::jsonb)) "
         "AND d.firmware_uuid IS DISTINCT FROM $5 "
         "AND d.firmware_platform = $6 AND d.firmware_architecture = $7 "
         "AND NOT EXISTS (SELECT 1 FROM device_updates u WHERE u.device_id = d.id AND "
         " ((u.deployment_id = $1 AND (u.state = 'complete' OR (u.state = 'penalty' AND "
         "   u.penalty_until > now()))) OR u.state IN " INFLIGHT ")) "
-        "ORDER BY d.id LIMIT " "500" " FOR UPDATE OF d SKIP LOCKED",
-        7, v);
+        "ORDER BY d.id LIMIT 500 FOR UPDATE OF d SKIP LOCKED",
+        8, v);
     if (!r)
         return -1;
-    const char *req = PQgetvalue(dep, 0, 6);
-    int n = 0;
-    for (int i = 0; i < PQntuples(r) && n < slots; i++) {
+    int rows = PQntuples(r);
+    for (int i = 0; i < rows; i++) {
+        copy(after, 24, PQgetvalue(r, i, 0));
+        if (*n >= slots)
+            continue;
         const char *ver = PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1);
         if (req[0] && (!ver || !pn_semver_matches(ver, req)))
             continue;
-        copy(ids[n], 24, PQgetvalue(r, i, 0));
-        n++;
+        copy(ids[*n], 24, PQgetvalue(r, i, 0));
+        (*n)++;
     }
     PQclear(r);
-    return n;
+    return rows;
 }
+
+/* Picks up to `slots` eligible devices for a locked deployment.  The SemVer
+ * requirement is applied here, so candidates are read in pages by id until
+ * enough match: devices failing it can never starve those after them. */
+static int pick(struct pd *pd, PGresult *dep, int slots, const struct fwrow *f,
+                char ids[][24], struct pn_err *err)
+{
+    const char *req = PQgetvalue(dep, 0, 6);
+    char after[24] = "0";
+    int n = 0;
+    for (;;) {
+        int rows = pick_page(pd, dep, f, after, req, slots, ids, &n, err);
+        if (rows < 0)
+            return -1;
+        if (n >= slots || rows < CANDIDATES)
+            return n;
+    }
+}
+
 
 static int release_deployment(struct pd *pd, const char *dep_id)
 {

@@ -37,20 +37,21 @@ static const char *field(json_t *obj, const char *key, size_t max, bool *bad)
     return s;
 }
 
-void pd_handle_status(struct pd *pd, const char *identifier, const void *payload, int len)
+int pd_handle_status(struct pd *pd, const char *identifier, const void *payload, int len,
+                     bool final)
 {
     struct pn_err err;
     json_error_t jerr;
     bool bad = false;
     if (len <= 0 || len > STATUS_MAX) {
         pd_log("ignored status from %s: %d bytes (limit %d)", identifier, len, STATUS_MAX);
-        return;
+        return 0;
     }
     json_t *j = json_loadb(payload, (size_t)len, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(j)) {
         pd_log("ignored status from %s: not a JSON object", identifier);
         json_decref(j);
-        return;
+        return 0;
     }
     json_t *fw = json_object_get(j, "firmware");
     if (fw && !json_is_object(fw))
@@ -74,7 +75,7 @@ void pd_handle_status(struct pd *pd, const char *identifier, const void *payload
     if (bad) {
         pd_log("ignored status from %s: malformed fields", identifier);
         json_decref(j);
-        return;
+        return 0;
     }
 
     bool clear = false;
@@ -94,9 +95,11 @@ void pd_handle_status(struct pd *pd, const char *identifier, const void *payload
     if (PQntuples(r) != 1) {
         PQclear(r);
         pn_db_rollback(pd->db);
-        pd_log("ignored status from %s: no such active device", identifier);
         json_decref(j);
-        return;
+        if (!final)
+            return 1;
+        pd_log("ignored status from %s: no such active device", identifier);
+        return 0;
     }
     char device_id[24];
     snprintf(device_id, sizeof(device_id), "%s", PQgetvalue(r, 0, 0));
@@ -185,11 +188,12 @@ void pd_handle_status(struct pd *pd, const char *identifier, const void *payload
     if (clear)
         pd_clear_manifest(pd, identifier);
     json_decref(j);
-    return;
+    return 0;
 dberr_r:
     PQclear(r);
 dberr:
     pn_db_rollback(pd->db);
     pd_log("status from %s not recorded: %s", identifier, err.msg);
     json_decref(j);
+    return 0;
 }

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Targeting: the SemVer requirement, tags, platform and architecture decide
+# who is released; devices failing the requirement, however many come first
+# (more than one page of candidates), never starve an eligible device after
+# them; a status from a device whose row appears moments later is kept.
+. "$PINION_SOURCE/tests/harness/lib.sh"
+. "$PINION_SOURCE/tests/harness/broker.sh"
+. "$PINION_SOURCE/tests/harness/piniond.sh"
+
+make_fleet
+# 600 devices of the product with tag beta, already on 2.0.0 (so only the
+# SemVer requirement, applied by piniond, excludes them),
+# with lower ids than any real device below: more than one page (500).
+sql "INSERT INTO devices (identifier, org_id, product_id, tags, firmware_uuid, firmware_version,
+       firmware_platform, firmware_architecture)
+     SELECT 'old-' || g, o.id, p.id, '{beta}', 'u-' || g, '2.0.0', 'rpi4', 'aarch64'
+     FROM generate_series(1, 600) g, orgs o JOIN products p ON p.org_id = o.id
+     WHERE o.name = 'acme' AND p.name = 'sensor'" >/dev/null
+# And devices that fail the other criteria: wrong platform, wrong tags.
+sql "INSERT INTO devices (identifier, org_id, product_id, tags, firmware_uuid, firmware_version,
+       firmware_platform, firmware_architecture)
+     SELECT x.id, o.id, p.id, x.tags, 'u', '1.0.0', x.plat, 'aarch64'
+     FROM (VALUES ('other-platform', '{beta}'::text[], 'x86'),
+                  ('untagged', '{}'::text[], 'rpi4')) x(id, tags, plat),
+          orgs o JOIN products p ON p.org_id = o.id
+     WHERE o.name = 'acme' AND p.name = 'sensor'" >/dev/null
+
+start_broker b1 || bail_out "broker: $OUT"
+start_piniond p1 || bail_out "piniond: $OUT"
+expect_ok "device 'late' created with tag beta" -- \
+    "$PINION" device create acme sensor late --tags beta
+start_device late --run-for 60
+wait_sql 15 "SELECT firmware_version FROM devices WHERE identifier = 'late'" "1.0.0" ||
+    bail_out "device 'late' never reported its firmware: $OUT"
+pass "device 'late' reported firmware 1.0.0 (its status was recorded)"
+
+expect_ok "deployment for tag beta, version < 1.1.0" -- \
+    "$PINION" deployment create acme sensor d1 --firmware "$FW_UUID" --tags beta \
+    --version "< 1.1.0" --concurrency 3
+expect_ok "deployment started" -- "$PINION" deployment start acme d1
+if wait_sql 30 "SELECT firmware_uuid FROM devices WHERE identifier = 'late'" "$FW_UUID"; then
+    pass "the eligible device behind 600 non-matching ones was released and updated"
+else
+    fail "the eligible device behind 600 non-matching ones was released and updated" "$OUT"
+fi
+assert_eq "only that device got an update row" \
+    "$(sql "SELECT string_agg(d.identifier, ',') FROM device_updates u JOIN devices d ON d.id = u.device_id")" \
+    "late"
+
+# A JITP device reports at once on its first connect; its row is written by
+# the plugin moments later.  The status must not be lost.
+start_device fresh --run-for 30
+if wait_sql 15 "SELECT firmware_version FROM devices WHERE identifier = 'fresh'" "1.0.0"; then
+    pass "a brand-new device's first status was recorded"
+else
+    fail "a brand-new device's first status was recorded" "$OUT"
+fi
+done_testing
