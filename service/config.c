@@ -25,6 +25,7 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
         CFG_INT("verify_ttl", 60, CFGF_NONE),       CFG_INT("manifest_ttl", 86400, CFGF_NONE),
         CFG_INT("chunk_max", 65536, CFGF_NONE),     CFG_INT("penalty", 300, CFGF_NONE),
         CFG_INT("max_attempts", 3, CFGF_NONE),      CFG_INT("tick_ms", 500, CFGF_NONE),
+        CFG_STR("cdn_url", NULL, CFGF_NONE),
         CFG_END()};
     memset(cfg, 0, sizeof(*cfg));
     cfg_t *c = cfg_init(opts, CFGF_NONE);
@@ -50,6 +51,7 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
     cfg->topic_root = dup_opt(c, "topic_root");
     cfg->release_key = dup_opt(c, "release_key");
     cfg->artifacts = dup_opt(c, "artifacts");
+    cfg->cdn_url = dup_opt(c, "cdn_url");
     cfg->mqtt_port = (int)cfg_getint(c, "mqtt_port");
     cfg->verify_ttl = (int)cfg_getint(c, "verify_ttl");
     cfg->manifest_ttl = (int)cfg_getint(c, "manifest_ttl");
@@ -91,5 +93,6 @@ void pd_config_free(struct pd_config *cfg)
     free(cfg->topic_root);
     free(cfg->release_key);
     free(cfg->artifacts);
+    free(cfg->cdn_url);
     memset(cfg, 0, sizeof(*cfg));
 }

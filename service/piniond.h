@@ -18,7 +18,7 @@
 
 struct pd_config {
     char *database, *mqtt_host, *ca_file, *cert_file, *key_file, *client_id, *topic_root,
-        *release_key, *artifacts;
+        *release_key, *artifacts, *cdn_url;
     int mqtt_port, verify_ttl, manifest_ttl, chunk_max, penalty, max_attempts, tick_ms;
 };
 

@@ -222,6 +222,13 @@ static int publish_manifest(struct pd *pd, const struct fwrow *f, const char *de
     m.firmware.meta_conf = f->meta_conf;
     m.firmware.meta_conf_len = f->meta_conf_len;
     memcpy(m.firmware.meta_conf_sig, f->sig, 64);
+    /* With a CDN, the same content-addressed file is also offered by URL;
+     * the manifest's sha256 still decides what the device accepts. */
+    char url[2048];
+    if (pd->cfg.cdn_url) {
+        snprintf(url, sizeof(url), "%s/%s.fw", pd->cfg.cdn_url, f->sha256);
+        m.firmware.url = url;
+    }
     char *env = pn_manifest_sign(&m, pd->release_sk, &err);
     if (!env) {
         pd_log("cannot sign the manifest for %s: %s", is->identifier, err.msg);

@@ -26,7 +26,7 @@ sql "INSERT INTO devices (identifier, org_id, product_id, tags, firmware_uuid, f
      WHERE o.name = 'acme' AND p.name = 'sensor'" >/dev/null
 
 start_broker b1 || bail_out "broker: $OUT"
-start_piniond p1 || bail_out "piniond: $OUT"
+start_piniond p1 'cdn_url = "https://cdn.example.com/fw"' || bail_out "piniond: $OUT"
 expect_ok "device 'late' created with tag beta" -- \
     "$PINION" device create acme sensor late --tags beta
 start_device late --run-for 60
@@ -34,6 +34,10 @@ wait_sql 15 "SELECT firmware_version FROM devices WHERE identifier = 'late'" "1.
     bail_out "device 'late' never reported its firmware: $OUT"
 pass "device 'late' reported firmware 1.0.0 (its status was recorded)"
 
+# A service identity watches the manifest piniond publishes for 'late'.
+probe_bg b1 "$T/svc" svc-watch "$T/watch.out" --sub fleet/late/down/update --expect 1 --stay 40
+WATCH=$PROBE_PID
+sleep 0.5
 expect_ok "deployment for tag beta, version < 1.1.0" -- \
     "$PINION" deployment create acme sensor d1 --firmware "$FW_UUID" --tags beta \
     --version "< 1.1.0" --concurrency 3
@@ -43,6 +47,13 @@ if wait_sql 30 "SELECT firmware_uuid FROM devices WHERE identifier = 'late'" "$F
 else
     fail "the eligible device behind 600 non-matching ones was released and updated" "$OUT"
 fi
+wait "$WATCH" || true
+url=$(sed -n 's/^msg fleet\/late\/down\/update //p' "$T/watch.out" | head -1 | python3 -c '
+import base64, json, sys
+env = json.loads(sys.stdin.read())
+print(json.loads(base64.b64decode(env["payload"]))["firmware"].get("url", ""))' 2>/dev/null)
+assert_eq "with cdn_url set, the manifest offers the content-addressed file by URL" \
+    "$url" "https://cdn.example.com/fw/$FW_SHA256.fw"
 assert_eq "only that device got an update row" \
     "$(sql "SELECT string_agg(d.identifier, ',') FROM device_updates u JOIN devices d ON d.id = u.device_id")" \
     "late"
