@@ -66,7 +66,7 @@ fail:
     return NULL;
 }
 
-static int write_all(int fd, const void *data, size_t len)
+int pn_write_all(int fd, const void *data, size_t len)
 {
     const unsigned char *p = data;
     while (len) {
@@ -91,7 +91,7 @@ int pn_file_create(const char *path, const void *data, size_t len, mode_t mode,
             return pn_err_set(err, "%s: already exists, refusing to overwrite", path);
         return pn_err_set(err, "%s: %s", path, strerror(errno));
     }
-    if (fchmod(fd, mode) < 0 || write_all(fd, data, len) < 0 || fsync(fd) < 0) {
+    if (fchmod(fd, mode) < 0 || pn_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
         int e = errno;
         close(fd);
         unlink(path);

@@ -23,6 +23,10 @@ int pn_file_create(const char *path, const void *data, size_t len, mode_t mode,
 int pn_file_replace(const char *path, const void *data, size_t len, mode_t mode,
                     struct pn_err *err);
 
+/* Writes all of data to fd, retrying short writes and EINTR.  0 / -1
+ * (errno set). */
+int pn_write_all(int fd, const void *data, size_t len);
+
 /* Returns 1 if path exists (any type), else 0. */
 int pn_file_exists(const char *path);
 

@@ -17,6 +17,7 @@
 #include <openssl/evp.h>
 #include <sodium.h>
 
+#include "fsutil.h"
 #include "fwkey.h"
 #include "semver.h"
 
@@ -77,22 +78,6 @@ static ssize_t pread_full(int fd, void *buf, size_t len, off_t off)
         got += (size_t)r;
     }
     return (ssize_t)got;
-}
-
-static int write_full(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
 }
 
 /* An entry or resource name is safe when it is relative, made of non-empty
@@ -473,7 +458,7 @@ static void *ring_main(void *arg)
         EVP_DigestUpdate(r->sha, b, (size_t)got);
         r->total += (uint64_t)got;
         if (r->out_fd >= 0) {
-            if (write_full(r->out_fd, b, (size_t)got) < 0) {
+            if (pn_write_all(r->out_fd, b, (size_t)got) < 0) {
                 pthread_mutex_lock(&r->mu);
                 r->write_errno = errno ? errno : EIO;
                 pthread_cond_broadcast(&r->cv);
@@ -1193,7 +1178,7 @@ struct pack_out {
 static la_ssize_t pack_write(struct archive *a, void *arg, const void *buf, size_t n)
 {
     struct pack_out *o = arg;
-    if (write_full(o->fd, buf, n) < 0) {
+    if (pn_write_all(o->fd, buf, n) < 0) {
         archive_set_error(a, errno, "%s", strerror(errno));
         return -1;
     }

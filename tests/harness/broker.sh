@@ -76,9 +76,9 @@ broker_config() {
     } >"${BROKER_CONF[$name]}"
 }
 
-# Starts broker NAME and waits until it listens.  Returns 1 (and leaves the
-# log in $OUT) when Mosquitto exits instead, e.g. the plugin refused to load.
-start_broker() {
+# Sets up broker NAME (dirs, port, config from KEY=VALUE plugin options)
+# without launching it, so that a test can edit its config first.
+prepare_broker() {
     local name=$1
     shift
     broker_server_cert
@@ -92,7 +92,13 @@ start_broker() {
     BROKER_LOG[$name]=$dir/mosquitto.log
     [ -n "${BROKER_PORT[$name]:-}" ] || BROKER_PORT[$name]=$(free_port)
     broker_config "$name" "$@"
-    _broker_launch "$name"
+}
+
+# Starts broker NAME and waits until it listens.  Returns 1 (and leaves the
+# log in $OUT) when Mosquitto exits instead, e.g. the plugin refused to load.
+start_broker() {
+    prepare_broker "$@"
+    _broker_launch "$1"
 }
 
 _broker_launch() {

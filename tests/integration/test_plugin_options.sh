@@ -11,23 +11,6 @@ command -v openssl >/dev/null || bail_out "openssl is not installed"
 certid() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
 
 # shellcheck disable=SC2004,SC2034 # broker.sh's associative arrays
-# Sets up broker NAME like start_broker does, without launching it, so that
-# its config can be edited first.
-prepare_broker() {
-    local name=$1
-    shift
-    broker_server_cert
-    local dir="$T/broker-$name"
-    mkdir -p "$dir/trust"
-    chmod 0755 "$dir"
-    if [ "$(id -u)" -eq 0 ]; then chown mosquitto "$dir" "$dir/trust" 2>/dev/null || true; fi
-    BROKER_DIR[$name]=$dir
-    BROKER_TRUST[$name]=$dir/trust
-    BROKER_CONF[$name]=$dir/mosquitto.conf
-    BROKER_LOG[$name]=$dir/mosquitto.log
-    [ -n "${BROKER_PORT[$name]:-}" ] || BROKER_PORT[$name]=$(free_port)
-    broker_config "$name" "$@"
-}
 
 # refuses_to_load DESC NAME ERE SED_SCRIPT [plugin opts]: with the config
 # edited by SED_SCRIPT, Mosquitto must exit at startup and its log/stdout
