@@ -441,20 +441,11 @@ out:
 
 static int cmd_list(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const char *pos[1];
-    int rc;
-    char org_id[24], sql[1024];
-    if (cli_parse(ctx, argc, argv, NULL, pos, 1, 1, &rc) < 0)
-        return rc;
-    if (!cli_db(ctx) || cli_org_id(ctx, pos[0], org_id) < 0)
-        return 1;
-    snprintf(sql, sizeof(sql),
-             "SELECT c.id, c.subject, c.status, c.not_after, "
-             "p.name AS jitp_product, to_jsonb(c.jitp_tags) AS jitp_tags, c.description "
-             "FROM ca_certificates c LEFT JOIN products p ON p.id = c.jitp_product_id "
-             "WHERE c.org_id = $1 ORDER BY c.created_at, c.id");
-    const char *v[] = {org_id};
-    return cli_list(ctx, sql, 1, v);
+    return cli_list_org(ctx, argc, argv,
+                        "SELECT c.id, c.subject, c.status, c.not_after, "
+                        "p.name AS jitp_product, to_jsonb(c.jitp_tags) AS jitp_tags, c.description "
+                        "FROM ca_certificates c LEFT JOIN products p ON p.id = c.jitp_product_id "
+                        "WHERE c.org_id = $1 ORDER BY c.created_at, c.id");
 }
 
 static int cmd_show(struct cli_ctx *ctx, int argc, char **argv)

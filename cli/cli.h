@@ -76,6 +76,10 @@ int cli_print_row(struct cli_ctx *ctx, const PGresult *res, const char *missing)
 int cli_show(struct cli_ctx *ctx, const char *sql, int n, const char *const *values,
              const char *missing);
 
+/* The body of every "list ORG" command: parses exactly one argument (the
+ * organisation), resolves it, and runs cli_list(sql) with its id as $1. */
+int cli_list_org(struct cli_ctx *ctx, int argc, char **argv, const char *sql);
+
 /* Runs a parameterised query and prints all its rows (cli_print_rows). */
 int cli_list(struct cli_ctx *ctx, const char *sql, int n, const char *const *values);
 

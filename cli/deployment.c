@@ -176,22 +176,13 @@ static int cmd_show(struct cli_ctx *ctx, int argc, char **argv)
 
 static int cmd_list(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const char *pos[1];
-    int rc;
-    char org_id[24];
-    if (cli_parse(ctx, argc, argv, NULL, pos, 1, 1, &rc) < 0)
-        return rc;
-    if (!cli_db(ctx) || cli_org_id(ctx, pos[0], org_id) < 0)
-        return 1;
-    const char *v[] = {org_id};
-    return cli_list(ctx,
-                            "SELECT d.name, p.name AS product, f.version AS firmware_version, "
-                            "d.state, d.concurrency, d.failures, d.max_failures, "
-                            "to_jsonb(d.tags) AS tags, d.version_req AS version "
-                            "FROM deployments d JOIN products p ON p.id = d.product_id "
-                            "JOIN firmware f ON f.id = d.firmware_id WHERE d.org_id = $1 "
-                            "ORDER BY d.name",
-                            1, v);
+    return cli_list_org(ctx, argc, argv,
+                        "SELECT d.name, p.name AS product, f.version AS firmware_version, "
+                        "d.state, d.concurrency, d.failures, d.max_failures, "
+                        "to_jsonb(d.tags) AS tags, d.version_req AS version "
+                        "FROM deployments d JOIN products p ON p.id = d.product_id "
+                        "JOIN firmware f ON f.id = d.firmware_id WHERE d.org_id = $1 "
+                        "ORDER BY d.name");
 }
 
 const struct cli_cmd cli_deployment_cmds[] = {

@@ -165,23 +165,14 @@ out:
 
 static int cmd_list(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const char *pos[1];
-    int rc;
-    char org_id[24];
-    if (cli_parse(ctx, argc, argv, NULL, pos, 1, 1, &rc) < 0)
-        return rc;
-    if (!cli_db(ctx) || cli_org_id(ctx, pos[0], org_id) < 0)
-        return 1;
-    const char *v[] = {org_id};
-    return cli_list(
-        ctx,
+    return cli_list_org(
+        ctx, argc, argv,
         "SELECT d.identifier, p.name AS product, to_jsonb(d.tags) AS tags, d.status, "
         "d.firmware_version, d.last_seen, "
         "(SELECT count(*) FROM device_certificates c WHERE c.device_id = d.id "
         " AND c.status = 'active') AS certificates "
         "FROM devices d JOIN products p ON p.id = d.product_id WHERE d.org_id = $1 "
-        "ORDER BY d.identifier",
-        1, v);
+        "ORDER BY d.identifier");
 }
 
 static int cmd_show(struct cli_ctx *ctx, int argc, char **argv)

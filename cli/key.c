@@ -113,19 +113,9 @@ static int cmd_key_register(struct cli_ctx *ctx, int argc, char **argv)
 
 static int cmd_key_list(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const char *pos[1];
-    int rc;
-    char org_id[24];
-
-    if (cli_parse(ctx, argc, argv, NULL, pos, 1, 1, &rc) < 0)
-        return rc;
-    if (!cli_db(ctx) || cli_org_id(ctx, pos[0], org_id) < 0)
-        return 1;
-    const char *v[] = {org_id};
-    return cli_list(ctx,
-                    "SELECT name, key_id, encode(public_key, 'base64') AS public_key, "
-                    "created_at FROM firmware_keys WHERE org_id = $1 ORDER BY name",
-                    1, v);
+    return cli_list_org(ctx, argc, argv,
+                        "SELECT name, key_id, encode(public_key, 'base64') AS public_key, "
+                        "created_at FROM firmware_keys WHERE org_id = $1 ORDER BY name");
 }
 
 const struct cli_cmd cli_key_cmds[] = {

@@ -445,3 +445,16 @@ int cli_list(struct cli_ctx *ctx, const char *sql, int n, const char *const *val
     PQclear(res);
     return 0;
 }
+
+int cli_list_org(struct cli_ctx *ctx, int argc, char **argv, const char *sql)
+{
+    const char *pos[1];
+    int rc;
+    char org_id[24];
+    if (cli_parse(ctx, argc, argv, NULL, pos, 1, 1, &rc) < 0)
+        return rc;
+    if (!cli_db(ctx) || cli_org_id(ctx, pos[0], org_id) < 0)
+        return 1;
+    const char *v[] = {org_id};
+    return cli_list(ctx, sql, 1, v);
+}
