@@ -31,27 +31,30 @@ void pn_ca_free(struct pn_ca *ca)
     free(ca);
 }
 
+/* Frees every value of a map (not the map). */
+static void free_values(struct pn_map *m, void (*fn)(void *))
+{
+    size_t i = 0;
+    void *v;
+    while (m && pn_map_next(m, &i, NULL, NULL, &v))
+        fn(v);
+}
+
+static void ca_free_void(void *ca)
+{
+    pn_ca_free(ca);
+}
+
 void pn_state_free(struct pn_state *s)
 {
     if (!s)
         return;
-    size_t i = 0;
-    void *v;
-    if (s->cas)
-        while (pn_map_next(s->cas, &i, NULL, NULL, &v))
-            pn_ca_free(v);
-    i = 0;
-    if (s->pins)
-        while (pn_map_next(s->pins, &i, NULL, NULL, &v))
-            free(v);
-    i = 0;
-    if (s->devices)
-        while (pn_map_next(s->devices, &i, NULL, NULL, &v))
-            free(v);
-    i = 0;
-    if (s->services)
-        while (pn_map_next(s->services, &i, NULL, NULL, &v))
-            free(v);
+    /* Each object is owned by exactly one map; the by-id/by-name maps only
+     * index them. */
+    free_values(s->cas, ca_free_void);
+    free_values(s->pins, free);
+    free_values(s->devices, free);
+    free_values(s->services, free);
     pn_map_free(s->cas);
     pn_map_free(s->devices);
     pn_map_free(s->devices_by_id);

@@ -134,14 +134,16 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
             snprintf(pen, sizeof(pen), "%d", pd->cfg.penalty);
             bool held = attempts >= pd->cfg.max_attempts;
             const char *v[] = {device_id, dep, att, why, pen};
+            /* Held back: penalty.  Otherwise expires_at = now() makes the
+             * next renewal re-issue the manifest with a fresh sequence. */
             if (pn_db_cmd(pd->db, &err,
                           held ? "UPDATE device_updates SET state = 'penalty', attempts = $3, "
                                  "reason = $4, penalty_until = now() + make_interval(secs => $5::int), "
                                  "updated_at = now() WHERE device_id = $1 AND deployment_id = $2"
                                : "UPDATE device_updates SET state = 'released', attempts = $3, "
                                  "reason = $4, expires_at = now(), updated_at = now() "
-                                 "WHERE device_id = $1 AND deployment_id = $2 AND $5::int >= 0",
-                          5, v) < 0)
+                                 "WHERE device_id = $1 AND deployment_id = $2",
+                          held ? 5 : 4, v) < 0)
                 goto dberr_r;
             if (!held) {
                 pd_log("%s failed attempt %d of deployment %s: %s; it will be retried",
