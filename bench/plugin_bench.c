@@ -14,31 +14,14 @@
 #include <openssl/evp.h>
 #include <sodium.h>
 
+#include "bench.h"
 #include "cert.h"
 #include "policy.h"
 #include "state.h"
 
 #define REAL_CERTS 1000
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = -1;
-    while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kib;
-}
 
 int main(int argc, char **argv)
 {
@@ -66,8 +49,8 @@ int main(int argc, char **argv)
         }
     }
 
-    long rss0 = rss_kib();
-    double t0 = now_s();
+    long rss0 = bench_rss_kib();
+    double t0 = bench_now();
     struct pn_state *s = pn_state_new((size_t)n);
     struct pn_ca *ca = calloc(1, sizeof(*ca));
     pn_cert_id(cacert, ca->id);
@@ -93,22 +76,22 @@ int main(int argc, char **argv)
         }
         pn_state_put_pin(s, id, d, spki, time(NULL) + 86400, PN_ACTIVE);
     }
-    double build = now_s() - t0;
-    long rss1 = rss_kib();
+    double build = bench_now() - t0;
+    long rss1 = bench_rss_kib();
     printf("state: %ld devices + %ld pins built in %.2f s, RSS +%.1f MiB (%.0f bytes per device)\n",
            n, n, build, (rss1 - rss0) / 1024.0, (rss1 - rss0) * 1024.0 / (double)n);
 
     struct pn_policy pol = {"fleet", PN_IDENTITY_CN, PN_ROTATE_SAME_KEY, false};
     struct pn_admission a;
     long iters = 200000, admitted = 0;
-    t0 = now_s();
+    t0 = bench_now();
     for (long i = 0; i < iters; i++) {
         int k = (int)(i % REAL_CERTS);
         snprintf(name, sizeof(name), "dev-%08d", k);
         pn_admit_decide(s, &pol, certs[k], name, true, time(NULL), &a);
         admitted += a.kind == PN_ADMIT_PINNED;
     }
-    double dt = now_s() - t0;
+    double dt = bench_now() - t0;
     printf("connect (pinned): %.0f decisions/s, %.2f us each (%ld/%ld admitted)\n", iters / dt,
            dt / iters * 1e6, admitted, iters);
 
@@ -120,14 +103,14 @@ int main(int argc, char **argv)
     }
     iters = 20000;
     long fresh = 0;
-    t0 = now_s();
+    t0 = bench_now();
     for (long i = 0; i < iters; i++) {
         int k = (int)(i % REAL_CERTS);
         snprintf(name, sizeof(name), "dev-%08d", k);
         pn_admit_decide(s, &pol, certs[k], name, true, time(NULL), &a);
         fresh += a.kind == PN_ADMIT_NEW;
     }
-    dt = now_s() - t0;
+    dt = bench_now() - t0;
     printf("connect (first, chain+policy checks): %.0f decisions/s, %.1f us each (%ld/%ld "
            "admitted)\n",
            iters / dt, dt / iters * 1e6, fresh, iters);
@@ -135,7 +118,7 @@ int main(int argc, char **argv)
     iters = 2000000;
     long ok = 0;
     char topic[128];
-    t0 = now_s();
+    t0 = bench_now();
     for (long i = 0; i < iters; i++) {
         long k = i % n;
         snprintf(name, sizeof(name), "dev-%08ld", k);
@@ -143,13 +126,13 @@ int main(int argc, char **argv)
         ok += pn_acl_allows(s, "fleet", name, name, topic, PN_ACL_WRITE);
         ok += !pn_acl_allows(s, "fleet", name, name, "fleet/+/down/#", PN_ACL_SUBSCRIBE);
     }
-    dt = now_s() - t0;
+    dt = bench_now() - t0;
     printf("acl: %.0f checks/s, %.3f us each (%ld/%ld as expected)\n", 2 * iters / dt,
            dt / (2 * iters) * 1e6, ok, 2 * iters);
 
-    t0 = now_s();
+    t0 = bench_now();
     pn_state_free(s);
-    printf("state freed in %.2f s\n", now_s() - t0);
+    printf("state freed in %.2f s\n", bench_now() - t0);
     for (int i = 0; i < REAL_CERTS; i++)
         X509_free(certs[i]);
     free(certs);

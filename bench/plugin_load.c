@@ -8,20 +8,9 @@
 
 #include <sodium.h>
 
+#include "bench.h"
 #include "sync.h"
 
-static long rss_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = -1;
-    while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kib;
-}
 
 int main(int argc, char **argv)
 {
@@ -33,7 +22,7 @@ int main(int argc, char **argv)
     struct pn_sync *s = pn_sync_new(&cfg);
     struct pn_state *st = NULL;
     struct pn_err err;
-    long rss0 = rss_kib();
+    long rss0 = bench_rss_kib();
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
     if (!s || pn_sync_load_now(s, &st, &err) < 0) {
@@ -44,7 +33,7 @@ int main(int argc, char **argv)
     double dt = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
     printf("load: %zu devices, %zu pins, %zu CAs in %.2f s (%.0f pins/s), RSS +%.1f MiB\n",
            pn_map_count(st->devices), pn_map_count(st->pins), pn_map_count(st->cas), dt,
-           (double)pn_map_count(st->pins) / dt, (rss_kib() - rss0) / 1024.0);
+           (double)pn_map_count(st->pins) / dt, (bench_rss_kib() - rss0) / 1024.0);
     pn_state_free(st);
     pn_sync_free(s);
     return 0;

@@ -29,6 +29,17 @@ static int check_failures, check_count;
         }                                                                             \
     } while (0)
 
+/* Joins a/b[/c] into one of 16 rotating buffers, so a few results can be
+ * used in the same call.  c may be NULL. */
+static inline const char *check_path(const char *a, const char *b, const char *c)
+{
+    static char path[16][4200];
+    static int slot;
+    slot = (slot + 1) % 16;
+    snprintf(path[slot], sizeof(path[slot]), "%s/%s%s%s", a, b, c ? "/" : "", c ? c : "");
+    return path[slot];
+}
+
 static inline int check_done(const char *name)
 {
     printf("%s: %d checks, %d failed\n", name, check_count, check_failures);

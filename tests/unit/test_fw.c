@@ -29,20 +29,12 @@ static unsigned char prod_sk[64], debug_sk[64];
 
 static const char *fx(const char *name)
 {
-    static char path[4][4200];
-    static int slot;
-    slot = (slot + 1) % 4;
-    snprintf(path[slot], sizeof(path[slot]), "%s/fwup/%s", fixtures, name);
-    return path[slot];
+    return check_path(fixtures, "fwup", name);
 }
 
 static const char *tmp(const char *name)
 {
-    static char path[8][4200];
-    static int slot;
-    slot = (slot + 1) % 8;
-    snprintf(path[slot], sizeof(path[slot]), "%s/%s", tmpdir, name);
-    return path[slot];
+    return check_path(tmpdir, name, NULL);
 }
 
 static void die(const char *what)

@@ -20,20 +20,12 @@ static char tmpdir[] = "/tmp/pinion-fwkey-XXXXXX";
 
 static const char *fx(const char *name)
 {
-    static char path[4][4200];
-    static int slot;
-    slot = (slot + 1) % 4;
-    snprintf(path[slot], sizeof(path[slot]), "%s/fwup/%s", fixtures, name);
-    return path[slot];
+    return check_path(fixtures, "fwup", name);
 }
 
 static const char *tmp(const char *name)
 {
-    static char path[4][4200];
-    static int slot;
-    slot = (slot + 1) % 4;
-    snprintf(path[slot], sizeof(path[slot]), "%s/%s", tmpdir, name);
-    return path[slot];
+    return check_path(tmpdir, name, NULL);
 }
 
 static void put(const char *name, const void *data, size_t len)
