@@ -42,6 +42,10 @@ expect_ok "deployment for tag beta, version < 1.1.0" -- \
     "$PINION" deployment create acme sensor d1 --firmware "$FW_UUID" --tags beta \
     --version "< 1.1.0" --concurrency 3
 expect_ok "deployment started" -- "$PINION" deployment start acme d1
+expect_ok "deployment list" -- "$PINION" --json deployment list acme
+assert_eq "deployment list shows d1 running" "$(json_get '.[0].name' "$OUT") $(json_get '.[0].state' "$OUT")" "d1 running"
+expect_fail "deployment list of an unknown org is refused" "no organisation" -- \
+    "$PINION" deployment list nosuch
 if wait_sql 30 "SELECT firmware_uuid FROM devices WHERE identifier = 'late'" "$FW_UUID"; then
     pass "the eligible device behind 600 non-matching ones was released and updated"
 else
@@ -59,11 +63,18 @@ assert_eq "only that device got an update row" \
     "late"
 
 # A JITP device reports at once on its first connect; its row is written by
-# the plugin moments later.  The status must not be lost.
-start_device fresh --run-for 30
-if wait_sql 15 "SELECT firmware_version FROM devices WHERE identifier = 'fresh'" "1.0.0"; then
-    pass "a brand-new device's first status was recorded"
+# the plugin moments later.  The status must not be lost: here it arrives
+# half a second before the row exists (published for the device by the
+# service identity, which may use the whole tree).
+probe b1 "$T/svc" svc-early --qos 1 \
+    --pub 'fleet/early/up/status={"state":"idle","firmware":{"uuid":"f","version":"1.0.0","platform":"rpi4","architecture":"aarch64"}}'
+assert_eq "the early status was published" "$RC" 0
+sleep 0.5
+expect_ok "device 'early' created after its status arrived" -- \
+    "$PINION" device create acme sensor early
+if wait_sql 10 "SELECT firmware_version FROM devices WHERE identifier = 'early'" "1.0.0"; then
+    pass "a status that arrived before its device row was recorded once the row existed"
 else
-    fail "a brand-new device's first status was recorded" "$OUT"
+    fail "a status that arrived before its device row was recorded once the row existed" "$OUT"
 fi
 done_testing
