@@ -141,7 +141,8 @@ static int cmd_code(struct cli_ctx *ctx, int argc, char **argv)
     const char *v[] = {code_hash, org_id};
     PGresult *res = pn_db_q(ctx->db, &err,
                             "INSERT INTO registration_codes (code_sha256, org_id, expires_at) "
-                            "VALUES ($1, $2, now() + interval '1 hour') RETURNING expires_at",
+                            "VALUES ($1, $2, now() + interval '1 hour') "
+                            "RETURNING to_char(expires_at, " PN_SQL_ISO_UTC ")",
                             2, v);
     if (!res)
         return cli_fail_err(&err);
@@ -263,7 +264,8 @@ static int claim_code(struct cli_ctx *ctx, char codes[][2 * CODE_BYTES + 1], int
         const char *v[] = {h};
         PGresult *res = pn_db_q(ctx->db, &err,
                                 "SELECT org_id, used_at IS NOT NULL, expires_at <= now(), "
-                                "expires_at FROM registration_codes WHERE code_sha256 = $1 "
+                                "to_char(expires_at, " PN_SQL_ISO_UTC ") "
+                                "FROM registration_codes WHERE code_sha256 = $1 "
                                 "FOR UPDATE",
                                 1, v);
         if (!res)

@@ -114,8 +114,8 @@ static int print_device(struct cli_ctx *ctx, const char *ident)
         "SELECT d.identifier, o.name AS org, p.name AS product, to_jsonb(d.tags) AS tags, "
         "d.status, d.firmware_uuid, d.firmware_version, d.first_seen, d.last_seen, d.created_at, "
         "coalesce((SELECT jsonb_agg(jsonb_build_object('id', c.id, 'ca_id', c.ca_id, "
-        "'status', c.status, 'not_after', to_char(c.not_after, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
-        "'pinned_at', to_char(c.pinned_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY c.pinned_at) "
+        "'status', c.status, 'not_after', to_char(c.not_after, " PN_SQL_ISO_UTC "), "
+        "'pinned_at', to_char(c.pinned_at, " PN_SQL_ISO_UTC ")) ORDER BY c.pinned_at) "
         "FROM device_certificates c WHERE c.device_id = d.id), '[]'::jsonb) AS certificates "
         "FROM devices d JOIN orgs o ON o.id = d.org_id JOIN products p ON p.id = d.product_id "
         "WHERE d.identifier = $1",

@@ -22,6 +22,10 @@ PGconn *pn_db_connect(const char *conninfo, struct pn_err *err);
 PGconn *pn_db_connect_app(const char *conninfo, const char *app, int timeout_s,
                           struct pn_err *err);
 
+/* to_char() format of a timestamptz as ISO 8601 UTC ("2026-11-27T13:08:00Z");
+ * every connection from pn_db_connect runs with TimeZone UTC. */
+#define PN_SQL_ISO_UTC "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'"
+
 /* Runs one statement with n parameters.  lengths/formats may be NULL (all
  * text).  On success returns the result (caller PQclear()s it).  On failure
  * returns NULL, fills err with "database: <server message>" and, when

@@ -97,6 +97,8 @@ assert_eq "... and ca1/ca.pem is unchanged" "$(fingerprint ca1/ca.pem)" "$ca1"
 expect_ok "ca code acme" -- "$PINION" ca code acme
 code1=$OUT
 assert_match "ca code prints a 64-hex-digit code" "$code1" '^[0-9a-f]{64}$'
+assert_match "... and says on stderr until when, in ISO 8601 UTC" "$ERR" \
+    "^registration code for 'acme', single use, valid until [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\$"
 assert_eq "only the code's SHA-256 is stored, unused, for acme" \
     "$(sql "SELECT o.name || ' ' || (r.used_at IS NULL) || ' ' ||
                    (r.expires_at - r.created_at = interval '1 hour')
@@ -106,6 +108,9 @@ assert_eq "only the code's SHA-256 is stored, unused, for acme" \
 assert_eq "the code itself is nowhere in the table" \
     "$(sql "SELECT count(*) FROM registration_codes WHERE code_sha256 = '$code1'")" 0
 expect_fail "ca code for a missing org" 'nosuch' -- "$PINION" ca code nosuch
+expect_ok "ca code acme --json" -- "$PINION" ca code acme --json
+assert_match "... expires_at is ISO 8601 UTC" "$(json_get .expires_at "$OUT")" \
+    '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$'
 
 # ---- AWS style: the code as subject CN only
 
@@ -199,7 +204,8 @@ sql "UPDATE registration_codes SET expires_at = now() - interval '1 minute'
     bail_out "cannot age the code"
 "$PINION" ca verification-cert --ca ca3 --code "$old_code" --out v3-old.pem >/dev/null ||
     bail_out "verification-cert failed"
-refused "an expired code is refused" 'expired' "$old_code" -- \
+refused "an expired code is refused, naming when (ISO 8601 UTC)" \
+    'expired at [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z;' "$old_code" -- \
     "$PINION" ca register acme ca3/ca.pem --verification-cert v3-old.pem
 
 "$PINION" ca verification-cert --ca ca3 --code "$code1" --out v3-used.pem >/dev/null ||
