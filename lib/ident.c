@@ -35,3 +35,18 @@ bool pn_name_valid(const char *s)
 {
     return s && charset_ok(s, strnlen(s, 65), 64, false);
 }
+
+bool pn_topic_root_valid(const char *s)
+{
+    if (!s || strnlen(s, PN_TOPIC_ROOT_MAX + 1) > PN_TOPIC_ROOT_MAX)
+        return false;
+    for (;;) {
+        const char *slash = strchr(s, '/');
+        size_t len = slash ? (size_t)(slash - s) : strlen(s);
+        if (!charset_ok(s, len, PN_TOPIC_ROOT_MAX, false))
+            return false;
+        if (!slash)
+            return true;
+        s = slash + 1;
+    }
+}

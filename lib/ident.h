@@ -18,5 +18,10 @@ bool pn_ident_valid(const char *s);
 bool pn_tag_valid(const char *s);
 /* Org, product and key names: ^[A-Za-z0-9._-]{1,64}$ */
 bool pn_name_valid(const char *s);
+/* A topic root (plugin option topic_root, piniond's topic_root): one or
+ * more '/'-separated levels of [A-Za-z0-9._-], at most 200 bytes in all;
+ * so no wildcard, no '$', no empty level. */
+#define PN_TOPIC_ROOT_MAX 200
+bool pn_topic_root_valid(const char *s);
 
 #endif

@@ -53,19 +53,6 @@ static int parse_bool(const char *v, bool *out)
     return 0;
 }
 
-/* A topic root is one or more levels of [A-Za-z0-9._-], no wildcards,
- * not starting with '$'. */
-static bool topic_root_valid(const char *r)
-{
-    size_t n = strlen(r);
-    if (n == 0 || n > 200 || r[0] == '/' || r[n - 1] == '/' || strstr(r, "//"))
-        return false;
-    for (const char *p = r; *p; p++)
-        if (*p != '/' && !pn_tag_valid((char[]){*p, 0}))
-            return false;
-    return !strchr(r, ':');
-}
-
 static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
 {
     p->cfg.resync_s = 300;
@@ -79,7 +66,7 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
         } else if (!strcmp(k, "trust_dir")) {
             p->cfg.trust_dir = v;
         } else if (!strcmp(k, "topic_root")) {
-            if (!topic_root_valid(v)) {
+            if (!pn_topic_root_valid(v)) {
                 mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "topic_root '%s' is invalid (levels "
                                                   "of A-Z a-z 0-9 . _ -, no wildcards)", v);
                 return -1;

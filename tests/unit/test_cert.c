@@ -28,6 +28,35 @@ static int err_has(const struct pn_err *err, const char *a, const char *b)
 
 /* ---------------------------------------------------------------- ident */
 
+static void test_topic_root(void)
+{
+    char s[PN_TOPIC_ROOT_MAX + 2];
+
+    CHECK(pn_topic_root_valid("fleet"));
+    CHECK(pn_topic_root_valid("acme/fleet-1/v2"));
+    CHECK(pn_topic_root_valid("a.b_c-d"));
+    CHECK(!pn_topic_root_valid(""));
+    CHECK(!pn_topic_root_valid(NULL));
+    CHECK(!pn_topic_root_valid("/fleet"));
+    CHECK(!pn_topic_root_valid("fleet/"));
+    CHECK(!pn_topic_root_valid("a//b"));
+    CHECK(!pn_topic_root_valid("+"));
+    CHECK(!pn_topic_root_valid("fleet/#"));
+    CHECK(!pn_topic_root_valid("a/+/b"));
+    CHECK(!pn_topic_root_valid("$SYS"));
+    CHECK(!pn_topic_root_valid("$share/g/fleet"));
+    CHECK(!pn_topic_root_valid("a:b"));
+    CHECK(!pn_topic_root_valid("a b"));
+    CHECK(!pn_topic_root_valid("caf\xc3\xa9"));
+    memset(s, 'x', sizeof(s));
+    s[PN_TOPIC_ROOT_MAX] = '\0';
+    s[100] = '/';
+    CHECK(pn_topic_root_valid(s));
+    s[PN_TOPIC_ROOT_MAX] = 'x';
+    s[PN_TOPIC_ROOT_MAX + 1] = '\0';
+    CHECK(!pn_topic_root_valid(s));
+}
+
 static void test_ident(void)
 {
     char s[200];
@@ -653,6 +682,7 @@ int main(void)
         return 2;
     }
     test_ident();
+    test_topic_root();
     test_key_check();
     test_make_and_check();
     test_cert_id();
