@@ -1,12 +1,41 @@
 /* piniond's configuration file, in the same libconfuse syntax as fwup's
  * meta.conf ("key = value", strings quoted).  See README "piniond". */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <confuse.h>
 
+#include "ident.h"
 #include "piniond.h"
+
+/* libconfuse reports through a callback with no user pointer; the first
+ * message of a parse is kept here (piniond parses once, before any thread). */
+static char parse_msg[256];
+
+static void keep_first_error(cfg_t *c, const char *fmt, va_list ap)
+{
+    if (parse_msg[0])
+        return;
+    char msg[200];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (c && c->line > 0)
+        snprintf(parse_msg, sizeof(parse_msg), "line %d: %s", c->line, msg);
+    else
+        snprintf(parse_msg, sizeof(parse_msg), "%s", msg);
+}
+
+struct int_range {
+    const char *key;
+    long min, max;
+};
+
+static const struct int_range int_ranges[] = {
+    {"mqtt_port", 1, 65535},      {"verify_ttl", 0, 86400},   {"manifest_ttl", 60, 31536000},
+    {"chunk_max", 1024, 1048576}, {"penalty", 0, 31536000},   {"max_attempts", 1, 1000},
+    {"tick_ms", 10, 60000},
+};
 
 static char *dup_opt(cfg_t *c, const char *k)
 {
@@ -31,8 +60,9 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
     cfg_t *c = cfg_init(opts, CFGF_NONE);
     if (!c)
         return pn_err_set(err, "out of memory");
-    /* libconfuse prints its own parse errors; keep ours to one line. */
-    cfg_set_error_function(c, NULL);
+    /* libconfuse would print its own errors; keep ours to one line. */
+    parse_msg[0] = '\0';
+    cfg_set_error_function(c, keep_first_error);
     int r = cfg_parse(c, path);
     if (r == CFG_FILE_ERROR) {
         cfg_free(c);
@@ -40,7 +70,16 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
     }
     if (r != CFG_SUCCESS) {
         cfg_free(c);
-        return pn_err_set(err, "%s: syntax error or unknown setting", path);
+        return pn_err_set(err, "%s: %s", path, parse_msg[0] ? parse_msg : "syntax error");
+    }
+    for (size_t i = 0; i < sizeof(int_ranges) / sizeof(int_ranges[0]); i++) {
+        long v = cfg_getint(c, int_ranges[i].key);
+        if (v < int_ranges[i].min || v > int_ranges[i].max) {
+            pn_err_set(err, "%s: %s = %ld is out of range (%ld-%ld)", path, int_ranges[i].key, v,
+                       int_ranges[i].min, int_ranges[i].max);
+            cfg_free(c);
+            return -1;
+        }
     }
     cfg->database = dup_opt(c, "database");
     cfg->mqtt_host = dup_opt(c, "mqtt_host");
@@ -71,13 +110,23 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
         pd_config_free(cfg);
         return pn_err_set(err, "%s: '%s' is required", path, missing);
     }
-    if (cfg->mqtt_port < 1 || cfg->mqtt_port > 65535 || cfg->verify_ttl < 0 ||
-        cfg->manifest_ttl < 60 || cfg->chunk_max < 1024 || cfg->chunk_max > 1048576 ||
-        cfg->penalty < 0 || cfg->max_attempts < 1 || cfg->tick_ms < 10) {
+    if (!pn_topic_root_valid(cfg->topic_root)) {
+        pn_err_set(err, "%s: topic_root '%s' is not one or more '/'-separated levels of "
+                        "[A-Za-z0-9._-]", path, cfg->topic_root);
         pd_config_free(cfg);
-        return pn_err_set(err, "%s: a numeric setting is out of range (mqtt_port 1-65535, "
-                               "manifest_ttl >= 60, chunk_max 1024-1048576, max_attempts >= 1, "
-                               "tick_ms >= 10)", path);
+        return -1;
+    }
+    if (cfg->cdn_url && ((strncmp(cfg->cdn_url, "https://", 8) != 0 &&
+                          strncmp(cfg->cdn_url, "http://", 7) != 0) ||
+                         strpbrk(cfg->cdn_url, " \t\r\n\"<>\\"))) {
+        pn_err_set(err, "%s: cdn_url '%s' is not an http(s):// URL", path, cfg->cdn_url);
+        pd_config_free(cfg);
+        return -1;
+    }
+    if (!pn_ident_valid(cfg->client_id)) {
+        pn_err_set(err, "%s: client_id '%s' is not [A-Za-z0-9._:-]{1,128}", path, cfg->client_id);
+        pd_config_free(cfg);
+        return -1;
     }
     return 0;
 }

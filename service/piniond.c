@@ -1,5 +1,6 @@
 /* piniond main: configuration, the two connections, the loop, signals. */
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -173,26 +174,31 @@ static int ensure_db(struct pd *pd)
     return 0;
 }
 
-static void usage(void)
+static void usage(FILE *to)
 {
-    fprintf(stderr, "usage: piniond -c CONFIG\n\n"
-                    "Releases firmware to devices: see README section \"piniond\".\n");
+    fprintf(to, "usage: piniond -c|--config CONFIG\n\n"
+                "Releases firmware to devices: see README section \"piniond\".\n");
 }
 
 int main(int argc, char **argv)
 {
+    static const struct option lo[] = {
+        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {0}};
     const char *conf = NULL;
     int c;
-    while ((c = getopt(argc, argv, "c:h")) != -1) {
-        if (c == 'c')
+    while ((c = getopt_long(argc, argv, "c:h", lo, NULL)) != -1) {
+        if (c == 'c') {
             conf = optarg;
-        else {
-            usage();
-            return c == 'h' ? 0 : 2;
+        } else if (c == 'h') {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
         }
     }
     if (!conf || optind != argc) {
-        usage();
+        usage(stderr);
         return 2;
     }
     setvbuf(stderr, NULL, _IOLBF, 0);

@@ -348,6 +348,14 @@ static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_me
         on_chunk(d, msg->payload, msg->payloadlen);
 }
 
+static void usage(FILE *to)
+{
+    fprintf(to, "usage: pinion-device --host H --port P --cafile CA --cert C --key K --id ID\n"
+                "  --release-key RELEASE.pub --fw-key FW.pub [--fw-key ...] --state DIR\n"
+                "  [--product P --version V --platform X --architecture Y]\n"
+                "  [--topic-root R] [--chunk BYTES] [--fail-installs N] [--run-for SECONDS]\n");
+}
+
 int main(int argc, char **argv)
 {
     static struct device d;
@@ -363,7 +371,8 @@ int main(int argc, char **argv)
         {"release-key", 1, 0, 'r'},  {"fw-key", 1, 0, 'f'},     {"state", 1, 0, 's'},
         {"product", 1, 0, 'P'},      {"version", 1, 0, 'V'},    {"platform", 1, 0, 'X'},
         {"architecture", 1, 0, 'Y'}, {"topic-root", 1, 0, 't'}, {"chunk", 1, 0, 'n'},
-        {"fail-installs", 1, 0, 'F'}, {"run-for", 1, 0, 'R'},   {0, 0, 0, 0}};
+        {"fail-installs", 1, 0, 'F'}, {"run-for", 1, 0, 'R'},   {"help", 0, 0, 'H'},
+        {0, 0, 0, 0}};
     if (sodium_init() < 0)
         return 1;
     const char *pv[4] = {0};
@@ -394,13 +403,12 @@ int main(int argc, char **argv)
         case 'n': d.chunk = atoi(optarg); break;
         case 'F': d.fail_installs = atoi(optarg); break;
         case 'R': run_for = atof(optarg); break;
-        default: return 2;
+        case 'H': usage(stdout); return 0;
+        default: usage(stderr); return 2;
         }
     }
     if (!cafile || !cert || !key || !d.id || !rk || !d.nkeys || !d.state_dir) {
-        fprintf(stderr, "usage: pinion-device --host H --port P --cafile CA --cert C --key K --id ID\n"
-                        "  --release-key RELEASE.pub --fw-key FW.pub [--fw-key ...] --state DIR\n"
-                        "  [--product P --version V --platform X --architecture Y]\n");
+        usage(stderr);
         return 2;
     }
     if (pn_fwkey_load_pub(rk, d.release_pk, &err) < 0) {
