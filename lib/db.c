@@ -124,8 +124,11 @@ int pn_db_check_schema(PGconn *db, struct pn_err *err)
     if (have > want)
         return pn_err_set(err, "database schema is at version %d, newer than this pinion "
                                "understands (%d); upgrade pinion", have, want);
-    if (have == 0)
-        return pn_err_set(err, "database has no Pinion schema; run `pinion db migrate`");
+    if (have == 0) /* name it: libpq's defaults may have picked another database */
+        return pn_err_set(err,
+                          "database \"%s\" (%s, port %s, user %s) has no Pinion schema; "
+                          "run `pinion db migrate` if it is the right one (--db / PINION_DB)",
+                          PQdb(db), PQhost(db), PQport(db), PQuser(db));
     return pn_err_set(err, "database schema is at version %d, this pinion needs %d; "
                            "run `pinion db migrate`", have, want);
 }

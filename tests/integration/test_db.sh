@@ -52,6 +52,17 @@ sql "DELETE FROM schema_migrations WHERE version = 999" || bail_out "cannot dele
 expect_ok "back at the binary's version, db migrate is a no-op" -- "$PINION" db migrate
 assert_match "... up to date" "$OUT" 'up to date'
 
+# ---- a database without Pinion's schema (e.g. libpq's default when --db and
+# PINION_DB are both missing) is named, so nobody migrates the wrong one
+
+expect_fail "a database without the schema is refused, naming it" \
+    "database \"postgres\" \(.*, port $PGPORT, user postgres\) has no Pinion schema" -- \
+    env PINION_DB="host=$PGHOST port=$PGPORT user=postgres dbname=postgres" \
+    "$PINION" org create nowhere
+assert_eq "... and nothing was created there" \
+    "$(psql -X -A -t -h "$PGHOST" -p "$PGPORT" -U postgres -d postgres \
+        -c "SELECT to_regclass('public.orgs') IS NULL")" t
+
 # ---- org create
 
 expect_ok "org create acme" -- "$PINION" org create acme
