@@ -302,7 +302,9 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 static void kick(void *arg, const char *name, int is_username)
 {
     (void)arg;
-    mosquitto_log_printf(MOSQ_LOG_NOTICE, "pinion: disconnecting %s: access revoked", name);
+    /* Mosquitto does not say whether anyone was connected under that name. */
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "pinion: access revoked for %s (disconnected if online)",
+                         name);
     if (is_username)
         mosquitto_kick_client_by_username(name, false);
     else
