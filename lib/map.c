@@ -7,13 +7,12 @@
 
 struct slot {
     uint64_t hash; /* 0 = empty, 1 = deleted (tombstone); real hashes are >= 2 */
-    const void *key;
-    size_t klen;
     void *val;
 };
 
 struct pn_map {
     struct slot *slots;
+    pn_map_key_fn key_of;
     size_t cap; /* power of two */
     size_t count, used; /* used = count + tombstones */
     unsigned char seed[crypto_shorthash_KEYBYTES];
@@ -28,7 +27,7 @@ static uint64_t hash_key(const struct pn_map *m, const void *key, size_t klen)
     return h < 2 ? h + 2 : h;
 }
 
-struct pn_map *pn_map_new(size_t hint)
+struct pn_map *pn_map_new(size_t hint, pn_map_key_fn key_of)
 {
     struct pn_map *m = calloc(1, sizeof(*m));
     if (!m)
@@ -42,6 +41,7 @@ struct pn_map *pn_map_new(size_t hint)
         return NULL;
     }
     m->cap = cap;
+    m->key_of = key_of;
     randombytes_buf(m->seed, sizeof(m->seed));
     return m;
 }
@@ -61,7 +61,11 @@ static struct slot *find(const struct pn_map *m, uint64_t h, const void *key, si
         struct slot *s = &m->slots[i];
         if (s->hash == 0)
             return NULL;
-        if (s->hash == h && s->klen == klen && memcmp(s->key, key, klen) == 0)
+        if (s->hash != h)
+            continue;
+        size_t sl;
+        const void *sk = m->key_of(s->val, &sl);
+        if (sl == klen && memcmp(sk, key, klen) == 0)
             return s;
     }
 }
@@ -94,8 +98,10 @@ static int grow(struct pn_map *m)
     return 0;
 }
 
-void *pn_map_put(struct pn_map *m, const void *key, size_t klen, void *val, int *err)
+void *pn_map_put(struct pn_map *m, void *val, int *err)
 {
+    size_t klen;
+    const void *key = m->key_of(val, &klen);
     uint64_t h = hash_key(m, key, klen);
     struct slot *s = find(m, h, key, klen);
     if (err)
@@ -103,7 +109,6 @@ void *pn_map_put(struct pn_map *m, const void *key, size_t klen, void *val, int 
     if (s) {
         void *old = s->val;
         s->val = val;
-        s->key = key; /* the new value owns the key now */
         return old;
     }
     if ((m->used + 1) * 4 > m->cap * 3 && grow(m) < 0) {
@@ -116,7 +121,7 @@ void *pn_map_put(struct pn_map *m, const void *key, size_t klen, void *val, int 
         i = (i + 1) & mask;
     if (m->slots[i].hash == 0)
         m->used++;
-    m->slots[i] = (struct slot){h, key, klen, val};
+    m->slots[i] = (struct slot){h, val};
     m->count++;
     return NULL;
 }
@@ -128,7 +133,6 @@ void *pn_map_del(struct pn_map *m, const void *key, size_t klen)
         return NULL;
     void *v = s->val;
     s->hash = 1;
-    s->key = NULL;
     s->val = NULL;
     m->count--;
     return v;
@@ -139,16 +143,11 @@ size_t pn_map_count(const struct pn_map *m)
     return m->count;
 }
 
-int pn_map_next(const struct pn_map *m, size_t *pos, const void **key, size_t *klen,
-                void **val)
+int pn_map_next(const struct pn_map *m, size_t *pos, void **val)
 {
     while (*pos < m->cap) {
         struct slot *s = &m->slots[(*pos)++];
         if (s->hash >= 2) {
-            if (key)
-                *key = s->key;
-            if (klen)
-                *klen = s->klen;
             if (val)
                 *val = s->val;
             return 1;

@@ -36,7 +36,7 @@ static struct pn_ca *find_issuer(const struct pn_state *s, X509 *cert)
     struct pn_ca *best = NULL;
     size_t i = 0;
     void *v;
-    while (pn_map_next(s->cas, &i, NULL, NULL, &v)) {
+    while (pn_map_next(s->cas, &i, &v)) {
         struct pn_ca *ca = v;
         if (!pn_cert_issued_by(cert, ca->cert))
             continue;

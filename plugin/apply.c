@@ -54,7 +54,7 @@ static void swap_snapshot(struct pn_state **sp, struct pn_state *next, pn_kick_f
     struct pn_state *old = *sp;
     size_t i = 0;
     void *v;
-    while (pn_map_next(old->pins, &i, NULL, NULL, &v)) {
+    while (pn_map_next(old->pins, &i, &v)) {
         struct pn_pin *p = v;
         if (!p->dev)
             continue;
@@ -84,7 +84,7 @@ static void swap_snapshot(struct pn_state **sp, struct pn_state *next, pn_kick_f
         }
     }
     i = 0;
-    while (pn_map_next(old->services, &i, NULL, NULL, &v)) {
+    while (pn_map_next(old->services, &i, &v)) {
         struct pn_service *sv = v;
         struct pn_service *nsv = pn_map_get(next->services, sv->id, PN_SHA256);
         if (!nsv || strcmp(nsv->name, sv->name) != 0)

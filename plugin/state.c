@@ -3,17 +3,58 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Where each map's key lives in its value. */
+static const void *ca_key(const void *v, size_t *n)
+{
+    const struct pn_ca *ca = v;
+    *n = strlen(ca->id);
+    return ca->id;
+}
+
+static const void *device_key(const void *v, size_t *n)
+{
+    const struct pn_device *d = v;
+    *n = strlen(d->identifier);
+    return d->identifier;
+}
+
+static const void *device_id_key(const void *v, size_t *n)
+{
+    const struct pn_device *d = v;
+    *n = sizeof(d->id);
+    return &d->id;
+}
+
+static const void *pin_key(const void *v, size_t *n)
+{
+    *n = PN_SHA256;
+    return ((const struct pn_pin *)v)->id;
+}
+
+static const void *service_key(const void *v, size_t *n)
+{
+    *n = PN_SHA256;
+    return ((const struct pn_service *)v)->id;
+}
+
+static const void *service_name_key(const void *v, size_t *n)
+{
+    const struct pn_service *sv = v;
+    *n = strlen(sv->name);
+    return sv->name;
+}
+
 struct pn_state *pn_state_new(size_t devices_hint)
 {
     struct pn_state *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    s->cas = pn_map_new(16);
-    s->devices = pn_map_new(devices_hint);
-    s->devices_by_id = pn_map_new(devices_hint);
-    s->pins = pn_map_new(devices_hint);
-    s->services = pn_map_new(4);
-    s->services_by_name = pn_map_new(4);
+    s->cas = pn_map_new(16, ca_key);
+    s->devices = pn_map_new(devices_hint, device_key);
+    s->devices_by_id = pn_map_new(devices_hint, device_id_key);
+    s->pins = pn_map_new(devices_hint, pin_key);
+    s->services = pn_map_new(4, service_key);
+    s->services_by_name = pn_map_new(4, service_name_key);
     if (!s->cas || !s->devices || !s->devices_by_id || !s->pins || !s->services ||
         !s->services_by_name) {
         pn_state_free(s);
@@ -36,7 +77,7 @@ static void free_values(struct pn_map *m, void (*fn)(void *))
 {
     size_t i = 0;
     void *v;
-    while (m && pn_map_next(m, &i, NULL, NULL, &v))
+    while (m && pn_map_next(m, &i, &v))
         fn(v);
 }
 
@@ -67,7 +108,7 @@ void pn_state_free(struct pn_state *s)
 struct pn_ca *pn_state_put_ca(struct pn_state *s, struct pn_ca *ca)
 {
     int err = 0;
-    struct pn_ca *old = pn_map_put(s->cas, ca->id, strlen(ca->id), ca, &err);
+    struct pn_ca *old = pn_map_put(s->cas, ca, &err);
     if (err) {
         pn_ca_free(ca);
         return NULL;
@@ -126,7 +167,7 @@ struct pn_device *pn_state_put_device(struct pn_state *s, int64_t id, const char
         d = device_alloc(identifier);
         if (!d)
             return NULL;
-        pn_map_put(s->devices, d->identifier, strlen(d->identifier), d, &err);
+        pn_map_put(s->devices, d, &err);
         if (err) {
             free(d);
             return NULL;
@@ -136,7 +177,7 @@ struct pn_device *pn_state_put_device(struct pn_state *s, int64_t id, const char
         if (d->id)
             pn_map_del(s->devices_by_id, &d->id, sizeof(d->id));
         d->id = id;
-        pn_map_put(s->devices_by_id, &d->id, sizeof(d->id), d, &err);
+        pn_map_put(s->devices_by_id, d, &err);
         if (err)
             return NULL;
     }
@@ -159,7 +200,7 @@ struct pn_device *pn_state_add_pending_device(struct pn_state *s, const char *id
         d = device_alloc(identifier);
         if (!d)
             return NULL;
-        pn_map_put(s->devices, d->identifier, strlen(d->identifier), d, &err);
+        pn_map_put(s->devices, d, &err);
         if (err) {
             free(d);
             return NULL;
@@ -209,7 +250,7 @@ struct pn_pin *pn_state_put_pin(struct pn_state *s, const unsigned char id[PN_SH
         if (!p)
             return NULL;
         memcpy(p->id, id, PN_SHA256);
-        pn_map_put(s->pins, p->id, PN_SHA256, p, &err);
+        pn_map_put(s->pins, p, &err);
         if (err) {
             free(p);
             return NULL;
@@ -251,12 +292,12 @@ struct pn_service *pn_state_put_service(struct pn_state *s, const unsigned char 
     memcpy(v->id, id, PN_SHA256);
     memcpy(v->name, name, n + 1);
     v->not_after = not_after;
-    pn_map_put(s->services, v->id, PN_SHA256, v, &err);
+    pn_map_put(s->services, v, &err);
     if (err) {
         free(v);
         return NULL;
     }
-    struct pn_service *prev = pn_map_put(s->services_by_name, v->name, n, v, &err);
+    struct pn_service *prev = pn_map_put(s->services_by_name, v, &err);
     if (prev && prev != v) {
         /* The name moved to a new certificate: the old one loses it. */
         pn_map_del(s->services, prev->id, PN_SHA256);
