@@ -363,7 +363,7 @@ int main(int argc, char **argv)
     int port = 8883;
     double run_for = 0;
     d.root = "fleet";
-    d.chunk = 16384;
+    d.chunk = 65536;
     struct pn_err err;
     static struct option lo[] = {
         {"host", 1, 0, 'h'},         {"port", 1, 0, 'p'},       {"cafile", 1, 0, 'a'},

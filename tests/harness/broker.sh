@@ -52,6 +52,7 @@ broker_config() {
     {
         echo "per_listener_settings false"
         echo "allow_anonymous false"
+        echo "set_tcp_nodelay true"
         _broker_user_line
         echo "persistence ${BROKER_PERSISTENCE:-false}"
         echo "persistence_location $dir/"

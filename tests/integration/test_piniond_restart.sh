@@ -13,6 +13,9 @@
 . "$PINION_SOURCE/tests/harness/piniond.sh"
 
 make_fleet
+# 4 MiB served in 4 KiB chunks: each download takes about a second, so the
+# rollout is still running when piniond is killed.
+make_firmware 1.2.0 $((4 << 20))
 ONE=()
 TWO=()
 for i in $(seq -w 1 10); do
@@ -55,7 +58,7 @@ sys.exit(0 if ok else 1)' "$seqs" "$dbseq"; then
 # ------------------------------------------------ SIGKILL mid-rollout
 start_piniond p1 || bail_out "piniond did not start: $OUT"
 for d in "${ONE[@]}"; do
-    start_device "$d" --run-for 170
+    start_device "$d" --run-for 170 --chunk 4096
 done
 wait_sql 20 "SELECT count(*) FROM devices WHERE firmware_platform = 'rpi4' AND 'one' = ANY(tags)" 10 ||
     bail_out "only $OUT of 10 devices reported"
@@ -83,7 +86,7 @@ fi
 assert_eq "all 10 devices run the new firmware" \
     "$(sql "SELECT count(*) FROM devices WHERE firmware_uuid = '$FW_UUID' AND 'one' = ANY(tags)")" 10
 check_sequences "per device, accepted sequences strictly increase up to devices.manifest_sequence" "${ONE[@]}"
-dups=$(grep -o 'released sensor 1.1.0 to [^ ]* (deployment d1, sequence [0-9]*)' "${PD_LOG[p1]}" | sort | uniq -d)
+dups=$(grep -o 'released sensor 1.2.0 to [^ ]* (deployment d1, sequence [0-9]*)' "${PD_LOG[p1]}" | sort | uniq -d)
 assert_eq "no (device, sequence) pair was released twice" "$dups" ""
 assert_eq "device_updates.sequence = devices.manifest_sequence for every device" \
     "$(sql "SELECT count(*) FROM device_updates u JOIN devices d ON d.id = u.device_id WHERE u.sequence = d.manifest_sequence AND 'one' = ANY(d.tags)")" 10
@@ -95,7 +98,7 @@ stop_piniond p1
 start_piniond p2 "tick_ms = 20" || bail_out "piniond p2 did not start: $OUT"
 start_piniond p3 "tick_ms = 20" || bail_out "piniond p3 did not start: $OUT"
 for d in "${TWO[@]}"; do
-    start_device "$d" --run-for 170
+    start_device "$d" --run-for 170 --chunk 4096
 done
 wait_sql 20 "SELECT count(*) FROM devices WHERE firmware_platform = 'rpi4' AND 'two' = ANY(tags)" 10 ||
     bail_out "only $OUT of 10 devices reported"
@@ -145,7 +148,7 @@ else
 fi
 assert_eq "device_updates rows for d2 = devices, all complete, sequence 1" \
     "$(sql "SELECT count(*), count(*) FILTER (WHERE u.state = 'complete' AND u.sequence = 1) FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id WHERE dp.name = 'd2'")" "10|10"
-released=$(cat "${PD_LOG[p2]}" "${PD_LOG[p3]}" | grep -o 'released sensor 1.1.0 to two-[0-9]* (deployment d2, sequence [0-9]*)')
+released=$(cat "${PD_LOG[p2]}" "${PD_LOG[p3]}" | grep -o 'released sensor 1.2.0 to two-[0-9]* (deployment d2, sequence [0-9]*)')
 assert_eq "the two logs together release each device once" \
     "$(sort <<<"$released" | uniq | wc -l):$(wc -l <<<"$released")" "10:10"
 diag "releases by p2: $(grep -c 'deployment d2' "${PD_LOG[p2]}"), by p3: $(grep -c 'deployment d2' "${PD_LOG[p3]}")"

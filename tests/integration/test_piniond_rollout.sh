@@ -15,10 +15,12 @@ start_broker b1 || bail_out "broker: $OUT"
 start_piniond p1 || bail_out "piniond did not start: $OUT"
 PID1=${PD_PID[p1]}
 
+# 1 KiB chunks: each download is ~300 round trips, long enough for the
+# polling below to see the devices in flight.
 DEVS=()
 for i in $(seq -w 1 $N); do
     DEVS+=("dev-$i")
-    start_device "dev-$i" --run-for 170
+    start_device "dev-$i" --run-for 170 --chunk 1024
 done
 wait_sql 30 "SELECT count(*) FROM devices WHERE firmware_platform = 'rpi4' AND firmware_version = '1.0.0'" "$N" ||
     bail_out "only $OUT of $N devices reported their firmware to piniond"
