@@ -6,7 +6,9 @@
  *   3. on fleet/<id>/down/update, accept a manifest only if
  *        - its DSSE signature verifies with the release public key it embeds,
  *        - it names this device, is not expired, and its sequence is above
- *          the last one it accepted (no replay, no rollback, no freeze),
+ *          the last one it accepted (no replay, no rollback, no freeze) —
+ *          or it is, byte for byte, the manifest it accepted and has not
+ *          finished (after a reboot or a lost connection mid-download),
  *        - the fwup signature of the firmware's meta.conf verifies with one of
  *          the firmware keys it embeds — before downloading a single byte;
  *   4. download the .fw in chunks over fleet/<id>/up/get -> down/chunk,
@@ -22,8 +24,10 @@
  *          --state DIR [--product P --version V --platform X --architecture Y]
  *          [--topic-root fleet] [--chunk N] [--fail-installs N] [--run-for S]
  *
- * State (DIR/state.json): last accepted sequence and current firmware, so a
- * restarted device keeps refusing old manifests and reports what it runs. */
+ * State (DIR/state.json): last accepted sequence, the SHA-256 of a manifest
+ * accepted but not yet carried out, and the current firmware, so a restarted
+ * device keeps refusing old manifests, resumes an unfinished download from
+ * DIR/<uuid>.part, and reports what it runs. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -55,6 +59,7 @@ struct device {
     int nkeys;
     /* persistent state */
     int64_t last_sequence;
+    char accepted[65]; /* SHA-256 of the accepted manifest not yet carried out, or "" */
     char uuid[64], version[64], product[128], platform[128], arch[128];
     /* the update in progress */
     bool updating;
@@ -84,9 +89,10 @@ static void save_state(const struct device *d)
     char p[4096], tmp[4200];
     path(d, "state.json", p, sizeof(p));
     snprintf(tmp, sizeof(tmp), "%s.tmp", p);
-    json_t *s = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", "last_sequence",
-                          (json_int_t)d->last_sequence, "uuid", d->uuid, "version", d->version,
-                          "product", d->product, "platform", d->platform, "architecture", d->arch);
+    json_t *s = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "last_sequence",
+                          (json_int_t)d->last_sequence, "manifest_sha256", d->accepted, "uuid",
+                          d->uuid, "version", d->version, "product", d->product, "platform",
+                          d->platform, "architecture", d->arch);
     if (json_dump_file(s, tmp, JSON_COMPACT) == 0)
         rename(tmp, p);
     json_decref(s);
@@ -103,6 +109,7 @@ static void load_state(struct device *d)
 #define STR(field, key)                                                                           \
     if (json_string_value(json_object_get(s, key)))                                               \
         snprintf(d->field, sizeof(d->field), "%s", json_string_value(json_object_get(s, key)));
+    STR(accepted, "manifest_sha256")
     STR(uuid, "uuid")
     STR(version, "version")
     STR(product, "product")
@@ -127,6 +134,14 @@ static void report(struct device *d, const char *state, int progress, const char
     fflush(stdout);
     free(s);
     json_decref(j);
+}
+
+/* The update is over (installed or failed): nothing left to resume. */
+static void end_update(struct device *d)
+{
+    d->updating = false;
+    d->accepted[0] = '\0';
+    save_state(d);
 }
 
 static void request_chunk(struct device *d)
@@ -162,7 +177,16 @@ static void on_manifest(struct device *d, const void *payload, int len)
         pn_manifest_free(&m);
         return;
     }
-    if (pn_manifest_check(&m, d->id, d->last_sequence, time(NULL), &err) < 0) {
+    /* The manifest this device accepted and has not carried out yet, again:
+     * it restarted or lost its connection mid-download.  Byte for byte the
+     * same envelope, so it is no replay; carry on with it. */
+    unsigned char sum[crypto_hash_sha256_BYTES];
+    char digest[65];
+    crypto_hash_sha256(sum, payload, (unsigned long long)len);
+    sodium_bin2hex(digest, sizeof(digest), sum, sizeof(sum));
+    bool again = d->accepted[0] && m.sequence == d->last_sequence && !strcmp(digest, d->accepted);
+    if (pn_manifest_check(&m, d->id, again ? d->last_sequence - 1 : d->last_sequence, time(NULL),
+                          &err) < 0) {
         refuse(err.msg);
         pn_manifest_free(&m);
         return;
@@ -178,6 +202,7 @@ static void on_manifest(struct device *d, const void *payload, int len)
     }
     /* Accepted: remember the sequence at once, so it can never be replayed. */
     d->last_sequence = m.sequence;
+    snprintf(d->accepted, sizeof(d->accepted), "%s", digest);
     save_state(d);
     if (!strcmp(m.firmware.uuid, d->uuid)) {
         pn_manifest_free(&m);
@@ -196,7 +221,13 @@ static void on_manifest(struct device *d, const void *payload, int len)
         snprintf(p, sizeof(p), "%s/%s.part", d->state_dir, m.firmware.uuid);
         d->have = stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
         d->updating = true;
-        report(d, "received", 0, NULL);
+        if (d->have) {
+            printf("resuming download at byte %llu of %lld\n", (unsigned long long)d->have,
+                   (long long)m.firmware.size);
+            report(d, "downloading", (int)(d->have * 100 / (uint64_t)m.firmware.size), NULL);
+        } else {
+            report(d, "received", 0, NULL);
+        }
     }
     /* Also on a re-issue of the firmware being downloaded: the service
      * re-issues after a restart, when the last request or its answer may
@@ -223,7 +254,7 @@ static void finish(struct device *d)
         fclose(f);
     crypto_hash_sha256_final(&h, digest);
     sodium_bin2hex(hex, sizeof(hex), digest, sizeof(digest));
-    d->updating = false;
+    end_update(d);
     if (strcmp(hex, d->m.firmware.sha256) != 0) {
         unlink(part);
         report(d, "failed", 0, "downloaded firmware does not match the manifest's SHA-256");
@@ -296,8 +327,8 @@ static void on_chunk(struct device *d, const unsigned char *p, int len)
         if (fd < 0 || write(fd, p + 32, n) != (ssize_t)n) {
             if (fd >= 0)
                 close(fd);
+            end_update(d);
             report(d, "failed", 0, "cannot store the download");
-            d->updating = false;
             return;
         }
         close(fd);
@@ -305,7 +336,7 @@ static void on_chunk(struct device *d, const unsigned char *p, int len)
     }
     if (d->have > (uint64_t)d->m.firmware.size) {
         unlink(part);
-        d->updating = false;
+        end_update(d);
         report(d, "failed", 0, "download is larger than the manifest says");
         return;
     }
@@ -332,7 +363,12 @@ static void on_connect(struct mosquitto *m, void *arg, int rc)
         return;
     snprintf(topic, sizeof(topic), "%s/%s/down/#", d->root, d->id);
     mosquitto_subscribe(m, NULL, topic, 1);
-    report(d, "idle", 0, NULL);
+    /* Mid-download (a lost connection): the retained manifest, which comes
+     * next, makes it ask for the next chunk again. */
+    if (d->updating)
+        report(d, "downloading", (int)(d->have * 100 / (uint64_t)d->m.firmware.size), NULL);
+    else
+        report(d, "idle", 0, NULL);
 }
 
 static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_message *msg)
