@@ -426,6 +426,11 @@ int pn_sync_load_now(struct pn_sync *s, struct pn_state **out, struct pn_err *er
 
 static void lost(struct pn_sync *s, const char *why)
 {
+    /* why may point into the connection (PQerrorMessage): copy it before
+     * PQfinish frees it, and keep the first line only. */
+    char msg[256];
+    snprintf(msg, sizeof(msg), "%s", why ? why : "");
+    msg[strcspn(msg, "\n")] = '\0';
     if (s->db)
         PQfinish(s->db);
     s->db = NULL;
@@ -433,7 +438,7 @@ static void lost(struct pn_sync *s, const char *why)
         logf_(s, PN_LOG_WARNING,
               "pinion: database connection lost (%s); pinned devices are admitted from memory, "
               "first connects are refused until it is back",
-              why);
+              msg[0] ? msg : "no reason given");
 }
 
 /* Full reload: a new snapshot for the main thread. */

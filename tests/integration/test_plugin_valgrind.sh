@@ -65,6 +65,24 @@ wait "$a_pid" 2>/dev/null
 probe b1 devs/A A
 assert_eq "A's reconnect is refused" "$RC" 5
 
+# The database connection is lost (backend terminated) and comes back: the
+# loss is logged readably and the worker reconnects.
+sql "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+     WHERE application_name = 'pinion-plugin' AND datname = current_database()" >/dev/null
+if wait_log b1 'pinion: database connection lost \(' 20; then
+    pass "the lost database connection is logged"
+else
+    fail "the lost database connection is logged" "$(tail -5 "${BROKER_LOG[b1]}")"
+fi
+assert_match "... with libpq's reason as text" \
+    "$(grep -a 'database connection lost' "${BROKER_LOG[b1]}" | head -1)" \
+    'connection lost \([[:print:]]*(terminat|server closed|connection)[[:print:]]*\); pinned'
+if wait_log b1 'pinion: database connected; state reloaded' 30; then
+    pass "the plugin reconnects to the database"
+else
+    fail "the plugin reconnects to the database" "$(tail -5 "${BROKER_LOG[b1]}")"
+fi
+
 # A SIGHUP (reload) under valgrind, too.
 hup_broker b1
 wait_log b1 'Reloading config' 10 || diag "no reload logged"
