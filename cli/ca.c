@@ -228,7 +228,7 @@ static int verification_codes(X509 *v, char codes[][2 * CODE_BYTES + 1], int max
     int n = 0;
     char cn[256];
     if (pn_cert_cn(v, cn, sizeof(cn), NULL) == 0 && code_syntax_ok(cn) && n < max)
-        snprintf(codes[n++], 2 * CODE_BYTES + 1, "%s", cn);
+        memcpy(codes[n++], cn, 2 * CODE_BYTES + 1); /* code_syntax_ok: exactly 64 hex + NUL */
     GENERAL_NAMES *names = X509_get_ext_d2i(v, NID_subject_alt_name, NULL, NULL);
     static const char prefix[] = "urn:pinion:verify:";
     for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
