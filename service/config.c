@@ -34,7 +34,7 @@ struct int_range {
 static const struct int_range int_ranges[] = {
     {"mqtt_port", 1, 65535},      {"verify_ttl", 0, 86400},   {"manifest_ttl", 60, 31536000},
     {"chunk_max", 1024, 1048576}, {"penalty", 0, 31536000},   {"max_attempts", 1, 1000},
-    {"tick_ms", 10, 60000},
+    {"tick_ms", 10, 60000},       {"inflight_timeout", 1, 31536000},
 };
 
 static char *dup_opt(cfg_t *c, const char *k)
@@ -54,7 +54,7 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
         CFG_INT("verify_ttl", 60, CFGF_NONE),       CFG_INT("manifest_ttl", 86400, CFGF_NONE),
         CFG_INT("chunk_max", 65536, CFGF_NONE),     CFG_INT("penalty", 300, CFGF_NONE),
         CFG_INT("max_attempts", 3, CFGF_NONE),      CFG_INT("tick_ms", 500, CFGF_NONE),
-        CFG_STR("cdn_url", NULL, CFGF_NONE),
+        CFG_STR("cdn_url", NULL, CFGF_NONE),        CFG_INT("inflight_timeout", 3600, CFGF_NONE),
         CFG_END()};
     memset(cfg, 0, sizeof(*cfg));
     cfg_t *c = cfg_init(opts, CFGF_NONE);
@@ -98,6 +98,7 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
     cfg->penalty = (int)cfg_getint(c, "penalty");
     cfg->max_attempts = (int)cfg_getint(c, "max_attempts");
     cfg->tick_ms = (int)cfg_getint(c, "tick_ms");
+    cfg->inflight_timeout = (int)cfg_getint(c, "inflight_timeout");
     cfg_free(c);
 
     const char *missing = !cfg->database      ? "database"

@@ -244,6 +244,7 @@ int main(int argc, char **argv)
 
     long last_tick = 0, last_retry = 0;
     bool renewed_all = false;
+    time_t started = time(NULL);
     while (!stop_requested) {
         rc = mosquitto_loop(pd.mq, 50, 1);
         if (rc != MOSQ_ERR_SUCCESS && !stop_requested) {
@@ -261,12 +262,15 @@ int main(int argc, char **argv)
             continue;
         if (!renewed_all) {
             /* An earlier process may have recorded releases it never
-             * published: re-issue every in-flight manifest once. */
-            renewed_all = pd_renew(&pd, true) >= 0;
+             * published: re-issue every in-flight manifest issued before
+             * this process started, a batch a tick until none is left. */
+            int n = pd_renew(&pd, started);
+            renewed_all = n >= 0 && n < PD_RENEW_BATCH;
         }
         run_retries(&pd);
+        pd_end_stale(&pd);
         pd_rollout_tick(&pd);
-        pd_renew(&pd, false);
+        pd_renew(&pd, 0);
     }
     pd_log("stopping");
     mosquitto_disconnect(pd.mq);

@@ -20,6 +20,7 @@ struct pd_config {
     char *database, *mqtt_host, *ca_file, *cert_file, *key_file, *client_id, *topic_root,
         *release_key, *artifacts, *cdn_url;
     int mqtt_port, verify_ttl, manifest_ttl, chunk_max, penalty, max_attempts, tick_ms;
+    int inflight_timeout; /* s without a status report before an update expires */
 };
 
 /* A release check that passed, reusable for verify_ttl seconds as long as
@@ -68,10 +69,17 @@ void pd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* rollout.c: releases and renews manifests; returns devices released. */
 int pd_rollout_tick(struct pd *pd);
-/* Re-issues every in-flight manifest whose expiry is near (or, with all,
- * every in-flight one: used at start, in case an earlier process stopped
- * between recording a release and publishing it). */
-int pd_renew(struct pd *pd, bool all);
+/* Re-issues in-flight manifests: with issued_before 0, those whose expiry
+ * is near; else those issued before that time (used at start, in case an
+ * earlier process stopped between recording a release and publishing it).
+ * At most PD_RENEW_BATCH a call; returns how many, or -1. */
+#define PD_RENEW_BATCH 1000
+int pd_renew(struct pd *pd, time_t issued_before);
+/* Ends in-flight updates that can no longer finish: `cancelled` when the
+ * device is no longer active, `expired` after inflight_timeout seconds
+ * without a status report.  Their retained manifests are cleared and their
+ * slots freed; the devices may be released to again later. */
+int pd_end_stale(struct pd *pd);
 /* Clears the retained manifest of a device. */
 void pd_clear_manifest(struct pd *pd, const char *identifier);
 

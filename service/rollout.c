@@ -185,7 +185,7 @@ static void pause_deployment(struct pd *pd, const char *dep_id, const char *name
     const char *v[] = {dep_id, reason};
     pn_db_cmd(pd->db, NULL,
               "UPDATE deployments SET state = 'paused', state_reason = $2, updated_at = now() "
-              "WHERE id = $1",
+              "WHERE id = $1 AND state = 'running'",
               2, v);
     json_t *d = json_pack("{s:s}", "reason", reason);
     char *dt = json_dumps(d, JSON_COMPACT);
@@ -193,6 +193,61 @@ static void pause_deployment(struct pd *pd, const char *dep_id, const char *name
     free(dt);
     json_decref(d);
     pd_log("deployment %s paused: %s", name, reason);
+}
+
+/* Ends in-flight updates matching `where` (SQL over u = device_updates and
+ * d = devices, parameters $1.. in v) with `state` and `reason`, inside the
+ * caller's transaction; appends the devices' identifiers to `ended`, whose
+ * retained manifests the caller clears after commit. */
+static int end_inflight(struct pd *pd, const char *where, int n, const char *const *v,
+                        const char *state, const char *reason, json_t *ended, struct pn_err *err)
+{
+    char sql[1024];
+    snprintf(sql, sizeof(sql),
+             "UPDATE device_updates u SET state = '%s', reason = $%d, updated_at = now() "
+             "FROM devices d, deployments dp WHERE d.id = u.device_id AND dp.id = u.deployment_id "
+             "AND u.state IN " INFLIGHT " AND (%s) RETURNING d.identifier, dp.name",
+             state, n + 1, where);
+    const char *args[8];
+    for (int i = 0; i < n && i < 7; i++)
+        args[i] = v[i];
+    args[n] = reason;
+    PGresult *r = pn_db_q(pd->db, err, sql, n + 1, args);
+    if (!r)
+        return -1;
+    for (int i = 0; i < PQntuples(r); i++) {
+        json_array_append_new(ended, json_string(PQgetvalue(r, i, 0)));
+        pd_log("%s %s's update (deployment %s): %s", state, PQgetvalue(r, i, 0),
+               PQgetvalue(r, i, 1), reason);
+    }
+    int count = PQntuples(r);
+    PQclear(r);
+    return count;
+}
+
+static void clear_manifests(struct pd *pd, json_t *ended)
+{
+    size_t i;
+    json_t *id;
+    json_array_foreach(ended, i, id)
+    {
+        pd_clear_manifest(pd, json_string_value(id));
+    }
+}
+
+/* A failed release check: the deployment pauses with the reason, and its
+ * in-flight updates are cancelled (their devices could not download the
+ * firmware anyway), inside the caller's transaction. */
+static int fail_release(struct pd *pd, const char *dep_id, const char *name, const char *why,
+                        json_t *ended, struct pn_err *err)
+{
+    char reason[PN_ERR_MAX + 32];
+    snprintf(reason, sizeof(reason), "release check failed: %s", why);
+    pause_deployment(pd, dep_id, name, reason);
+    const char *v[] = {dep_id};
+    return end_inflight(pd, "u.deployment_id = $1", 1, v, "cancelled", reason, ended, err) < 0
+               ? -1
+               : 0;
 }
 
 struct issue {
@@ -297,7 +352,9 @@ static int pick_page(struct pd *pd, PGresult *dep, const struct fwrow *f, char a
         "AND d.firmware_platform = $6 AND d.firmware_architecture = $7 "
         "AND NOT EXISTS (SELECT 1 FROM device_updates u WHERE u.device_id = d.id AND "
         " ((u.deployment_id = $1 AND (u.state = 'complete' OR (u.state = 'penalty' AND "
-        "   u.penalty_until > now()))) OR u.state IN " INFLIGHT ")) "
+        "   u.penalty_until > now()) OR (u.state = 'expired' AND "
+        "   (d.last_seen IS NULL OR d.last_seen <= u.updated_at)))) "
+        "  OR u.state IN " INFLIGHT ")) "
         "ORDER BY d.id LIMIT 500 FOR UPDATE OF d SKIP LOCKED",
         8, v);
     if (!r)
@@ -365,19 +422,29 @@ static int release_deployment(struct pd *pd, const char *dep_id)
     }
     copy(name, sizeof(name), PQgetvalue(dep, 0, 1));
     int slots = atoi(PQgetvalue(dep, 0, 7)) - atoi(PQgetvalue(dep, 0, 8));
+    /* Checked even with every slot taken: a failure must stop the devices
+     * in flight too, not wait for a free slot. */
+    if (load_fw(pd, strtoll(PQgetvalue(dep, 0, 4), NULL, 10), &f, &err) < 0 ||
+        release_check(pd, &f, &err) < 0) {
+        PQclear(dep);
+        fwrow_free(&f);
+        json_t *ended = json_array();
+        char why[PN_ERR_MAX];
+        snprintf(why, sizeof(why), "%s", err.msg);
+        if (fail_release(pd, dep_id, name, why, ended, &err) < 0 ||
+            pn_db_commit(pd->db, &err) < 0) {
+            json_decref(ended);
+            goto dberr;
+        }
+        clear_manifests(pd, ended);
+        json_decref(ended);
+        return 0;
+    }
     if (slots <= 0) {
         PQclear(dep);
         pn_db_rollback(pd->db);
-        return 0;
-    }
-    if (load_fw(pd, strtoll(PQgetvalue(dep, 0, 4), NULL, 10), &f, &err) < 0 ||
-        release_check(pd, &f, &err) < 0) {
-        char reason[PN_ERR_MAX + 32];
-        snprintf(reason, sizeof(reason), "release check failed: %s", err.msg);
-        pause_deployment(pd, dep_id, name, reason);
-        PQclear(dep);
         fwrow_free(&f);
-        return pn_db_commit(pd->db, &err) < 0 ? -1 : 0;
+        return 0;
     }
     ids = calloc((size_t)slots, sizeof(*ids));
     issues = calloc((size_t)slots, sizeof(*issues));
@@ -431,63 +498,135 @@ int pd_rollout_tick(struct pd *pd)
     return total;
 }
 
-int pd_renew(struct pd *pd, bool all)
+/* Renewal rows from `from` on that share its firmware failed their release
+ * check: each of their deployments fails (pause, cancel in flight). */
+static int fail_rows(struct pd *pd, PGresult *r, int from, int n, const char *msg, json_t *ended,
+                     struct pn_err *err)
+{
+    char why[PN_ERR_MAX];
+    snprintf(why, sizeof(why), "%s", msg);
+    const char *fid = PQgetvalue(r, from, 3);
+    for (int k = from; k < n && !strcmp(PQgetvalue(r, k, 3), fid); k++)
+        if (k == from || strcmp(PQgetvalue(r, k, 1), PQgetvalue(r, k - 1, 1)) != 0)
+            if (fail_release(pd, PQgetvalue(r, k, 1), PQgetvalue(r, k, 2), why, ended, err) < 0)
+                return -1;
+    return 0;
+}
+
+int pd_renew(struct pd *pd, time_t issued_before)
 {
     struct pn_err err;
-    char half[24];
-    snprintf(half, sizeof(half), "%d", all ? 2000000000 : pd->cfg.manifest_ttl / 2);
+    char arg[24];
+    snprintf(arg, sizeof(arg), "%lld",
+             issued_before ? (long long)issued_before : (long long)pd->cfg.manifest_ttl / 2);
     if (pn_db_begin(pd->db, &err) < 0)
         goto dberr;
-    const char *v[] = {half};
-    PGresult *r = pn_db_q(pd->db, &err,
-                          "SELECT u.device_id, u.deployment_id, dp.name, dp.firmware_id "
-                          "FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "
-                          "WHERE u.state IN " INFLIGHT " AND dp.state = 'running' "
-                          "AND u.expires_at < now() + make_interval(secs => $1::int) "
-                          "ORDER BY u.deployment_id, u.device_id LIMIT 1000 "
-                          "FOR UPDATE OF u SKIP LOCKED",
-                          1, v);
+    const char *v[] = {arg};
+    /* In-flight updates of running deployments, and of paused ones: a pause
+     * (by hand or at max-failures) lets the devices in flight finish. */
+    PGresult *r = pn_db_q(
+        pd->db, &err,
+        issued_before
+            ? "SELECT u.device_id, u.deployment_id, dp.name, dp.firmware_id, dp.state "
+              "FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "
+              "WHERE u.state IN " INFLIGHT " AND u.issued_at < to_timestamp($1::bigint) "
+              "ORDER BY dp.firmware_id, u.deployment_id, u.device_id LIMIT 1000 "
+              "FOR UPDATE OF u SKIP LOCKED"
+            : "SELECT u.device_id, u.deployment_id, dp.name, dp.firmware_id, dp.state "
+              "FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "
+              "WHERE u.state IN " INFLIGHT " "
+              "AND u.expires_at < now() + make_interval(secs => $1::int) "
+              "ORDER BY dp.firmware_id, u.deployment_id, u.device_id LIMIT 1000 "
+              "FOR UPDATE OF u SKIP LOCKED",
+        1, v);
     if (!r)
         goto dberr;
     int n = PQntuples(r);
     struct issue *issues = calloc((size_t)n + 1, sizeof(*issues));
+    bool *publish = calloc((size_t)n + 1, sizeof(*publish));
+    struct fwrow *fws = calloc((size_t)n + 1, sizeof(*fws));
+    json_t *ended = json_array();
     time_t issued = time(NULL);
-    for (int i = 0; issues && i < n; i++)
-        if (record_issue(pd, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), issued, false, &issues[i],
-                         &err) < 0) {
-            PQclear(r);
-            free(issues);
-            goto dberr;
-        }
-    if (!issues || pn_db_commit(pd->db, &err) < 0) {
-        PQclear(r);
-        free(issues);
-        goto dberr;
-    }
-    /* Publish after commit; one firmware row load per deployment. */
-    int64_t loaded = -1;
-    struct fwrow f = {0};
+    int nfw = 0;
+    if (!issues || !publish || !fws || !ended)
+        goto fail;
+    /* Rows come grouped by firmware: check each firmware once, before any
+     * sequence is taken.  A failure cancels its deployments' updates. */
     bool ok = false;
     for (int i = 0; i < n; i++) {
+        const char *dep_id = PQgetvalue(r, i, 1);
         int64_t fid = strtoll(PQgetvalue(r, i, 3), NULL, 10);
-        if (fid != loaded) {
-            fwrow_free(&f);
-            ok = load_fw(pd, fid, &f, &err) == 0 && release_check(pd, &f, &err) == 0;
-            if (!ok)
-                pd_log("not re-issuing manifests of deployment %s: %s", PQgetvalue(r, i, 2),
-                       err.msg);
-            loaded = fid;
+        if (nfw == 0 || fws[nfw - 1].id != fid) {
+            ok = load_fw(pd, fid, &fws[nfw], &err) == 0 && release_check(pd, &fws[nfw], &err) == 0;
+            fws[nfw++].id = fid;
+            if (!ok && fail_rows(pd, r, i, n, err.msg, ended, &err) < 0)
+                goto fail;
         }
-        if (ok)
-            publish_manifest(pd, &f, PQgetvalue(r, i, 2), &issues[i], issued);
+        if (!ok)
+            continue;
+        if (record_issue(pd, PQgetvalue(r, i, 0), dep_id, issued, false, &issues[i], &err) < 0)
+            goto fail;
+        publish[i] = true;
     }
-    fwrow_free(&f);
-    PQclear(r);
+    if (pn_db_commit(pd->db, &err) < 0)
+        goto fail;
+    clear_manifests(pd, ended);
+    for (int i = 0, k = -1; i < n; i++) {
+        int64_t fid = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+        while (k < 0 || fws[k].id != fid)
+            k++;
+        if (publish[i])
+            publish_manifest(pd, &fws[k], PQgetvalue(r, i, 2), &issues[i], issued);
+    }
+    for (int k = 0; k < nfw; k++)
+        fwrow_free(&fws[k]);
+    free(fws);
+    free(publish);
     free(issues);
+    json_decref(ended);
+    PQclear(r);
     return n;
+fail:
+    for (int k = 0; k < nfw; k++)
+        fwrow_free(&fws[k]);
+    free(fws);
+    free(publish);
+    free(issues);
+    json_decref(ended);
+    PQclear(r);
 dberr:
     pn_db_rollback(pd->db);
     pd_log("renewing manifests: %s", err.msg);
+    return -1;
+}
+
+int pd_end_stale(struct pd *pd)
+{
+    struct pn_err err;
+    json_t *ended = json_array();
+    char secs[24];
+    snprintf(secs, sizeof(secs), "%d", pd->cfg.inflight_timeout);
+    const char *v[] = {secs};
+    char why[96];
+    snprintf(why, sizeof(why), "no status report for %d s", pd->cfg.inflight_timeout);
+    int a = -1, b = -1;
+    if (!ended || pn_db_begin(pd->db, &err) < 0)
+        goto fail;
+    a = end_inflight(pd, "d.status <> 'active'", 0, NULL, "cancelled", "device revoked", ended,
+                     &err);
+    if (a < 0)
+        goto fail;
+    b = end_inflight(pd, "u.updated_at < now() - make_interval(secs => $1::int)", 1, v, "expired",
+                     why, ended, &err);
+    if (b < 0 || pn_db_commit(pd->db, &err) < 0)
+        goto fail;
+    clear_manifests(pd, ended);
+    json_decref(ended);
+    return a + b;
+fail:
+    pn_db_rollback(pd->db);
+    pd_log("ending stale updates: %s", err.msg);
+    json_decref(ended);
     return -1;
 }
 

@@ -344,11 +344,15 @@ static void on_chunk(struct device *d, const unsigned char *p, int len)
         finish(d);
         return;
     }
+    /* Progress every 25 %, and at least once a minute on a slow link: the
+     * service expires updates that stay silent (inflight_timeout). */
     int pct = (int)(d->have * 100 / (uint64_t)d->m.firmware.size);
     static int last_pct = -1;
-    if (pct / 25 != last_pct / 25) {
+    static time_t last_report;
+    if (pct / 25 != last_pct / 25 || time(NULL) - last_report >= 60) {
         report(d, "downloading", pct, NULL);
         last_pct = pct;
+        last_report = time(NULL);
     }
     request_chunk(d);
 }
