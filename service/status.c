@@ -81,15 +81,19 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
     bool clear = false;
     if (pn_db_begin(pd->db, &err) < 0)
         goto dberr;
-    const char *dv[] = {identifier, uuid, version, platform, arch};
+    /* A report's firmware object replaces all four fields together (an
+     * absent one becomes unknown), so they never describe two firmwares. */
+    const char *dv[] = {identifier, uuid, version, platform, arch, fw ? "t" : "f"};
     PGresult *r = pn_db_q(pd->db, &err,
                           "UPDATE devices SET last_seen = now(), "
-                          "firmware_uuid = coalesce($2, firmware_uuid), "
-                          "firmware_version = coalesce($3, firmware_version), "
-                          "firmware_platform = coalesce($4, firmware_platform), "
-                          "firmware_architecture = coalesce($5, firmware_architecture) "
+                          "firmware_uuid = CASE WHEN $6::bool THEN $2 ELSE firmware_uuid END, "
+                          "firmware_version = CASE WHEN $6::bool THEN $3 ELSE firmware_version END, "
+                          "firmware_platform = CASE WHEN $6::bool THEN $4 "
+                          "ELSE firmware_platform END, "
+                          "firmware_architecture = CASE WHEN $6::bool THEN $5 "
+                          "ELSE firmware_architecture END "
                           "WHERE identifier = $1 AND status = 'active' RETURNING id",
-                          5, dv);
+                          6, dv);
     if (!r)
         goto dberr;
     if (PQntuples(r) != 1) {
@@ -139,7 +143,8 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
             if (pn_db_cmd(pd->db, &err,
                           held ? "UPDATE device_updates SET state = 'penalty', attempts = $3, "
                                  "reason = $4, penalty_until = now() + make_interval(secs => $5::int), "
-                                 "updated_at = now() WHERE device_id = $1 AND deployment_id = $2"
+                                 "held_back = true, updated_at = now() "
+                                 "WHERE device_id = $1 AND deployment_id = $2"
                                : "UPDATE device_updates SET state = 'released', attempts = $3, "
                                  "reason = $4, expires_at = now(), updated_at = now() "
                                  "WHERE device_id = $1 AND deployment_id = $2",
@@ -155,8 +160,9 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
                    attempts, why, pd->cfg.penalty);
             const char *fv[] = {dep};
             PGresult *f = pn_db_q(pd->db, &err,
-                                  "UPDATE deployments SET failures = failures + 1, updated_at = now() "
-                                  "WHERE id = $1 RETURNING failures, max_failures",
+                                  "UPDATE deployments SET failures = (SELECT count(*) FROM "
+                                  "device_updates WHERE deployment_id = $1 AND held_back), "
+                                  "updated_at = now() WHERE id = $1 RETURNING failures, max_failures",
                                   1, fv);
             if (!f)
                 goto dberr_r;

@@ -230,6 +230,19 @@ assert_eq "no device row was made up for ghost" \
     "$(sql "SELECT count(*) FROM devices WHERE identifier = 'ghost'")" 0
 assert_eq "noisy's recorded firmware was not touched by the garbage" \
     "$(sql "SELECT coalesce(firmware_uuid, '-') || coalesce(firmware_version, '-') FROM devices WHERE identifier = 'noisy'")" "--"
+# A firmware object replaces all four fields together: a uuid without a
+# version leaves the version unknown, never the previous firmware's.
+sql "UPDATE devices SET firmware_uuid = 'old', firmware_version = '1.0.0',
+     firmware_platform = 'rpi4', firmware_architecture = 'aarch64' WHERE identifier = 'noisy'" >/dev/null
+probe b1 "$T/devs/noisy" noisy --qos 1 --pub 'fleet/noisy/up/status={"firmware":{"uuid":"new-one"},"state":"idle"}'
+wait_sql 10 "SELECT firmware_uuid FROM devices WHERE identifier = 'noisy'" new-one ||
+    fail "a uuid-only status is recorded" "firmware_uuid $OUT"
+assert_eq "a uuid-only status leaves version, platform and architecture unknown" \
+    "$(sql "SELECT coalesce(firmware_version, '-') || coalesce(firmware_platform, '-') || coalesce(firmware_architecture, '-') FROM devices WHERE identifier = 'noisy'")" "---"
+probe b1 "$T/devs/noisy" noisy --qos 1 --pub 'fleet/noisy/up/status={"state":"idle"}'
+sleep 0.5
+assert_eq "a status without a firmware object keeps the firmware fields" \
+    "$(sql "SELECT firmware_uuid FROM devices WHERE identifier = 'noisy'")" new-one
 
 # ------------------------------------------------- piniond keeps serving
 if kill -0 "$PID1" 2>/dev/null; then pass "piniond is still running"; else fail "piniond is still running" "$(tail "$PDLOG")"; fi

@@ -137,4 +137,34 @@ assert_eq "the paused deployment releases to no new device" \
 assert_eq "none of the failing, paused or refused devices installed anything" \
     "$(cat "$T/dev-a-fail.log" "$T/dev-b-1.log" "$T/dev-b-2.log" "$T/dev-b-late.log" "$T/dev-c-1.log" | grep -c '^installed ')" 0
 
+# D: max-failures counts devices, not failures.  One device held back twice
+# (1 attempt each time, 2 s penalty) counts once; a second device makes 2.
+stop_piniond p1
+start_piniond p2 "max_attempts = 1" "penalty = 2" || bail_out "piniond p2: $OUT"
+for d in d-1 d-2; do
+    o=$("$PINION" device create acme sensor "$d" --tags grpd 2>&1) || bail_out "device create $d: $o"
+done
+start_device d-1 --run-for 170 --fail-installs 2
+expect_ok "deployment dD created (--max-failures 2)" -- "$PINION" deployment create acme sensor dD \
+    --firmware "$FW110" --tags grpd --concurrency 1 --max-failures 2
+expect_ok "deployment dD started" -- "$PINION" deployment start acme dD
+if wait_file 60 "${PD_LOG[p2]}" 'd-1 failed deployment dD 1 times .* held back' &&
+    wait_sql 60 "SELECT count(*) FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id WHERE dp.name = 'dD' AND u.state = 'complete'" 1; then
+    pass "d-1 was held back after its first failure, and completed after its second release"
+else
+    fail "d-1 was held back after its first failure, and completed after its second release" \
+        "$(tail -5 "${PD_LOG[p2]}")"
+fi
+assert_eq "d-1 failed twice (two install failures)" \
+    "$(grep -c '^status failed: simulated install failure' "$T/dev-d-1.log")" 2
+assert_eq "... yet dD counts one failed device and keeps running" \
+    "$(sql "SELECT state, failures FROM deployments WHERE name = 'dD'")" "running|1"
+start_device d-2 --run-for 170 --fail-installs 5
+if wait_sql 60 "SELECT state FROM deployments WHERE name = 'dD'" paused; then
+    pass "a second failing device pauses dD (max-failures 2)"
+else
+    fail "a second failing device pauses dD (max-failures 2)" "state $OUT"
+fi
+assert_eq "... counting 2 devices" "$(sql "SELECT failures FROM deployments WHERE name = 'dD'")" 2
+
 done_testing
