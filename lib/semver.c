@@ -141,7 +141,8 @@ static int clause(const char *text, size_t len, const struct pn_semver *v, bool 
         p++;
     struct pn_semver want, upper;
     if (!strcmp(op, "~>")) {
-        /* ~> 1.2 means >= 1.2.0 and < 2.0.0; ~> 1.2.3 means < 1.3.0. */
+        /* ~> 1.2 means >= 1.2.0 and < 2.0.0-0; ~> 1.2.3 means < 1.3.0-0: as in
+         * Elixir, the next line's prereleases (2.0.0-rc.1) are outside. */
         char full[PN_SEMVER_MAX + 16];
         int dots = 0;
         for (const char *q = p; *q && *q != '-' && *q != '+'; q++)
@@ -159,6 +160,7 @@ static int clause(const char *text, size_t len, const struct pn_semver *v, bool 
             upper.major = want.major;
             upper.minor = want.minor + 1;
         }
+        upper.pre[0] = '0'; /* X.Y.0-0: the lowest version of that line */
         if (v)
             *result = pn_semver_cmp(v, &want) >= 0 && pn_semver_cmp(v, &upper) < 0;
         return 0;

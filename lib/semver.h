@@ -2,7 +2,8 @@
  * requirements deployments use (NervesHub / Elixir style):
  *   "1.2.3"             exactly that version (same as "== 1.2.3")
  *   ">= 1.0.0 and < 2.0.0", "< 1.1.0", "!= 1.0.1"
- *   "~> 1.2"  (>= 1.2.0 and < 2.0.0),  "~> 1.2.3"  (>= 1.2.3 and < 1.3.0)
+ *   "~> 1.2"  (>= 1.2.0 and < 2.0.0-0),  "~> 1.2.3"  (>= 1.2.3 and < 1.3.0-0):
+ *             the next line's prereleases are outside, as in Elixir
  *   "a or b"   ("and" binds tighter than "or")
  * Pure functions, no allocation beyond the caller's struct. */
 #ifndef PN_SEMVER_H

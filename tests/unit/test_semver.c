@@ -54,6 +54,12 @@ int main(void)
     CHECK(!pn_semver_matches("1.1.9", "~> 1.2"));
     CHECK(pn_semver_matches("1.2.9", "~> 1.2.3"));
     CHECK(!pn_semver_matches("1.3.0", "~> 1.2.3"));
+    /* The next line's prereleases are not in the range (Elixir's ~>). */
+    CHECK(!pn_semver_matches("2.0.0-rc.1", "~> 1.2"));
+    CHECK(!pn_semver_matches("2.0.0-0", "~> 1.2"));
+    CHECK(!pn_semver_matches("1.3.0-beta", "~> 1.2.3"));
+    CHECK(pn_semver_matches("1.9.9", "~> 1.2"));
+    CHECK(pn_semver_matches("1.2.4-rc.1", "~> 1.2.3"));
     CHECK(pn_semver_matches("1.0.0", ""));
     CHECK(!pn_semver_matches("not.a.version", ""));
     CHECK(!pn_semver_matches("1.0.0", "<< 1.0.0"));
