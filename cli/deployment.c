@@ -60,8 +60,10 @@ static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
     char org_id[24], product_id[24], state[6];
     if (cli_parse(ctx, argc, argv, opts, pos, 3, 3, &rc) < 0)
         return rc;
-    if (!fw)
-        return cli_fail("deployment create needs --firmware UUID");
+    if (!fw) {
+        cli_fail("deployment create needs --firmware UUID");
+        return 2; /* a usage error, like any missing argument */
+    }
     if (cli_check_name("deployment", pos[2]) < 0 ||
         parse_count("--concurrency", conc_s, 1, 10, &conc) < 0 ||
         parse_count("--max-failures", maxf_s, 0, 0, &maxf) < 0)
@@ -79,8 +81,8 @@ static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
         goto out;
     const char *fv[] = {fw, org_id, product_id};
     PGresult *res = pn_db_q(ctx->db, &err,
-                            "SELECT id, status FROM firmware WHERE uuid = $1 AND org_id = $2 "
-                            "AND product_id = $3",
+                            "SELECT id, status FROM firmware WHERE uuid = lower($1) "
+                            "AND org_id = $2 AND product_id = $3",
                             3, fv);
     if (!res) {
         cli_fail_err(&err);

@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "db.h"
 #include "fw.h"
+#include "ident.h"
 #include "fwkey.h"
 #include "semver.h"
 
@@ -89,6 +90,9 @@ static int cmd_fw_pack(struct cli_ctx *ctx, int argc, char **argv)
                  "and -o OUT.fw");
         return 2;
     }
+    /* What upload will demand, refused before anything is written. */
+    if (!pn_name_valid(m.product))
+        return cli_fail("--product '%s' is not a product name ([A-Za-z0-9._-]{1,64})", m.product);
     if (pn_fwkey_load_priv(key, sk, &err) < 0)
         return cli_fail_err(&err);
     rc = pn_fw_pack(sk, &m, pos[0], out, &info, &err);

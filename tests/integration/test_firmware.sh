@@ -339,6 +339,10 @@ expect_fail "pack refuses a non-SemVer version" 'not a SemVer version' -- "$PINI
     --key "$FX/prod.priv" --product sensor --version 4.1 --platform rpi4 --architecture aarch64 \
     image.bin -o other.fw
 assert_eq "no file written for a refused pack" "$([ -e other.fw ] && echo present || echo absent)" absent
+expect_fail "pack refuses a product name upload could never accept" "product name" -- \
+    "$PINION" firmware pack --key "$FX/prod.priv" --product 'sen"sor' --version 4.1.0 \
+    --platform rpi4 --architecture aarch64 image.bin -o other.fw
+assert_eq "... and writes no file" "$([ -e other.fw ] && echo present || echo absent)" absent
 expect_status "pack without --platform is a usage error" 2 -- "$PINION" firmware pack \
     --key "$FX/prod.priv" --product sensor --version 4.1.0 --architecture aarch64 image.bin -o other.fw
 expect_ok "pinion key create (an unregistered key)" -- "$PINION" key create --out rogue

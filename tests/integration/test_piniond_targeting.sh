@@ -38,8 +38,10 @@ pass "device 'late' reported firmware 1.0.0 (its status was recorded)"
 probe_bg b1 "$T/svc" svc-watch "$T/watch.out" --sub fleet/late/down/update --expect 1 --stay 40
 WATCH=$PROBE_PID
 sleep 0.5
-expect_ok "deployment for tag beta, version < 1.1.0" -- \
-    "$PINION" deployment create acme sensor d1 --firmware "$FW_UUID" --tags beta \
+expect_status "deployment create without --firmware is a usage error" 2 -- \
+    "$PINION" deployment create acme sensor d0 --tags beta
+expect_ok "deployment for tag beta, version < 1.1.0 (firmware uuid given in upper case)" -- \
+    "$PINION" deployment create acme sensor d1 --firmware "${FW_UUID^^}" --tags beta \
     --version "< 1.1.0" --concurrency 3
 expect_ok "deployment started" -- "$PINION" deployment start acme d1
 expect_ok "deployment list" -- "$PINION" --json deployment list acme
