@@ -31,6 +31,8 @@ static int cmd_cert(struct cli_ctx *ctx, int argc, char **argv)
     if (!pn_ident_valid(ident))
         return cli_fail("invalid device identifier '%s': use 1-128 characters of A-Z a-z 0-9 . _ : -",
                         ident);
+    if (pn_ident_reserved(ident))
+        return cli_fail("device identifier '%s' is reserved", ident);
     if (strcmp(keytype, "ec") != 0 && strcmp(keytype, "rsa") != 0)
         return cli_fail("--key must be ec or rsa");
     long days = 3650;
@@ -134,6 +136,8 @@ static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
     if (!pn_ident_valid(pos[2]))
         return cli_fail("invalid device identifier '%s': use 1-128 characters of "
                         "A-Z a-z 0-9 . _ : -", pos[2]);
+    if (pn_ident_reserved(pos[2]))
+        return cli_fail("device identifier '%s' is reserved", pos[2]);
     json_t *tags = cli_tags(tags_csv);
     if (!tags)
         return 1;
@@ -143,6 +147,23 @@ static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
     if (!cli_db(ctx) || cli_org_id(ctx, pos[0], org_id) < 0 ||
         cli_product_id(ctx, org_id, pos[0], pos[1], product_id) < 0)
         goto out;
+    /* A service NAME connects as NAME or NAME-...: no device may. */
+    const char *sv[] = {pos[2]};
+    PGresult *svc = pn_db_q(ctx->db, &err,
+                            "SELECT name FROM service_identities WHERE $1 = name "
+                            "OR left($1, length(name) + 1) = name || '-' LIMIT 1",
+                            1, sv);
+    if (!svc) {
+        cli_fail_err(&err);
+        goto out;
+    }
+    if (PQntuples(svc) == 1) {
+        cli_fail("device identifier '%s' is in service '%s''s client id namespace (%s, %s-...)",
+                 pos[2], PQgetvalue(svc, 0, 0), PQgetvalue(svc, 0, 0), PQgetvalue(svc, 0, 0));
+        PQclear(svc);
+        goto out;
+    }
+    PQclear(svc);
     const char *v[] = {pos[2], org_id, product_id, tags_text};
     PGresult *res = pn_db_exec(ctx->db,
                                "INSERT INTO devices (identifier, org_id, product_id, tags) "

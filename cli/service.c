@@ -39,6 +39,25 @@ static int cmd_add(struct cli_ctx *ctx, int argc, char **argv)
     }
     if (!cli_db(ctx))
         goto out;
+    /* The service will connect as NAME or NAME-...: refuse a name that
+     * devices already use, which would lock them out. */
+    const char *nv[] = {pos[0]};
+    PGresult *taken = pn_db_q(ctx->db, &err,
+                              "SELECT identifier FROM devices WHERE identifier = $1 "
+                              "OR left(identifier, length($1) + 1) = $1 || '-' "
+                              "ORDER BY identifier LIMIT 1",
+                              1, nv);
+    if (!taken) {
+        cli_fail_err(&err);
+        goto out;
+    }
+    if (PQntuples(taken) == 1) {
+        cli_fail("device '%s' already uses the client ids service '%s' would connect as (%s, "
+                 "%s-...): choose another name", PQgetvalue(taken, 0, 0), pos[0], pos[0], pos[0]);
+        PQclear(taken);
+        goto out;
+    }
+    PQclear(taken);
     char id[PN_CERT_ID_HEX], na[32];
     pn_cert_id(x, id);
     pn_time_iso(pn_cert_not_after(x), na);

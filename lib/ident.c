@@ -26,6 +26,11 @@ bool pn_ident_valid(const char *s)
     return s && pn_ident_valid_n(s, strnlen(s, PN_IDENT_MAX + 1));
 }
 
+bool pn_ident_reserved(const char *s)
+{
+    return s && strcmp(s, "events") == 0;
+}
+
 bool pn_tag_valid(const char *s)
 {
     return s && charset_ok(s, strnlen(s, 65), 64, true);

@@ -56,7 +56,8 @@ bool pn_acl_allows(const struct pn_state *s, const char *topic_root, const char 
 
     /* A device: its username is its identifier, which must also be its
      * client id (bound at CONNECT) and still be an active device. */
-    if (!pn_ident_valid(username) || !client_id || strcmp(username, client_id) != 0)
+    if (!pn_ident_valid(username) || !client_id || strcmp(username, client_id) != 0 ||
+        pn_ident_reserved(username))
         return false;
     const struct pn_device *d = pn_map_get(s->devices, username, strlen(username));
     if (!d || d->status != PN_ACTIVE)

@@ -46,6 +46,26 @@ static struct pn_ca *find_issuer(const struct pn_state *s, X509 *cert)
     return best;
 }
 
+/* A service NAME connects as NAME or NAME-<anything>; no device may use
+ * such a name, so neither can take the other's session over (Mosquitto
+ * disconnects the older of two clients with one client id). */
+static bool in_service_namespace(const char *name, const char *client_id)
+{
+    size_t n = strlen(name);
+    return strncmp(client_id, name, n) == 0 && (client_id[n] == '\0' || client_id[n] == '-');
+}
+
+/* The service whose namespace holds identifier, or NULL. */
+static const struct pn_service *service_owning(const struct pn_state *s, const char *identifier)
+{
+    size_t i = 0;
+    void *v;
+    while (pn_map_next(s->services_by_name, &i, &v))
+        if (in_service_namespace(((const struct pn_service *)v)->name, identifier))
+            return v;
+    return NULL;
+}
+
 static bool rotation_allows(const struct pn_device *d, enum pn_rotation r,
                             const unsigned char spki[PN_SHA256], const char **why)
 {
@@ -91,6 +111,9 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
         snprintf(out->identifier, sizeof(out->identifier), "%s", svc->name);
         if (now > svc->not_after)
             return refuse(out, "service certificate has expired");
+        if (!client_id || !in_service_namespace(svc->name, client_id))
+            return refuse(out, "client id '%s' is not the service's name '%s' or '%s-...'",
+                          client_id ? client_id : "", svc->name, svc->name);
         return PN_ADMIT_SERVICE;
     }
 
@@ -111,6 +134,12 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
         if (!client_id || strcmp(client_id, d->identifier) != 0)
             return refuse(out, "client id '%s' is not the device identifier '%s'",
                           client_id ? client_id : "", d->identifier);
+        if (pn_ident_reserved(d->identifier))
+            return refuse(out, "identifier '%s' is reserved", d->identifier);
+        const struct pn_service *owner = service_owning(s, d->identifier);
+        if (owner)
+            return refuse(out, "identifier '%s' is in service '%s''s client id namespace",
+                          d->identifier, owner->name);
         return PN_ADMIT_PINNED;
     }
 
@@ -129,6 +158,12 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
     if (!pn_ident_valid(ident))
         return refuse(out, "'%.128s' is not a valid device identifier", ident);
     memcpy(out->identifier, ident, strlen(ident) + 1);
+    if (pn_ident_reserved(ident))
+        return refuse(out, "identifier '%s' is reserved", ident);
+    const struct pn_service *owner = service_owning(s, ident);
+    if (owner)
+        return refuse(out, "identifier '%s' is in service '%s''s client id namespace", ident,
+                      owner->name);
     if (!client_id || strcmp(client_id, ident) != 0)
         return refuse(out, "client id '%s' is not the device identifier '%s'",
                       client_id ? client_id : "", ident);

@@ -297,4 +297,22 @@ expect_fail "a (non-self-signed) CA certificate is refused as a service" 'CA cer
     "$PINION" service add other-ca inter/ca.pem
 assert_eq "one service identity stored" "$(sql "SELECT count(*) FROM service_identities")" 1
 
+# Service piniond connects as piniond or piniond-...: devices cannot have
+# those identifiers, and a service name devices already use is refused.
+# 'events' is reserved (a level of the topic root).
+expect_fail "device create in the service's namespace is refused" \
+    "in service 'piniond''s client id namespace" -- "$PINION" device create acme sensor piniond-7
+expect_fail "device create 'events' is refused" "'events' is reserved" -- \
+    "$PINION" device create acme sensor events
+expect_fail "device cert --id events is refused" "'events' is reserved" -- \
+    "$PINION" device cert --ca ca --id events --out evdir
+assert_eq "... and writes nothing" "$([ -e evdir ] && echo present || echo absent)" absent
+expect_ok "device create acme sensor gw-1" -- "$PINION" device create acme sensor gw-1
+expect_fail "a service name a device already uses is refused" \
+    "device 'gw-1' already uses the client ids service 'gw' would connect as" -- \
+    "$PINION" service add gw csrcerts/dev-csr.pem
+expect_ok "a name in nobody's way is fine (gwx)" -- "$PINION" service add gwx csrcerts/dev-csr.pem
+assert_eq "no device piniond-7 or events was stored" \
+    "$(sql "SELECT count(*) FROM devices WHERE identifier IN ('piniond-7', 'events')")" 0
+
 done_testing

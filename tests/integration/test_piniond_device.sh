@@ -42,7 +42,7 @@ craft() { # craft DEVICE SEQUENCE [tool options]: envelope on stdout
         --fw "$T/fw110.fw" --fw-key "$T/fw.pub" "$@"
 }
 publish() { # publish TOPIC PAYLOAD: retained, QoS 1, as the service
-    probe b1 "$T/svc" "svc-pub-$RANDOM" --qos 1 --retain --pub "$1=$2"
+    probe b1 "$T/svc" "piniond-pub-$RANDOM" --qos 1 --retain --pub "$1=$2"
     [[ $OUT == *"puback $1 0"* ]] || bail_out "could not publish to $1: $OUT $ERR"
 }
 dev_lines() { # dev_lines ID ERE: count of matching lines in the device log
@@ -180,7 +180,7 @@ NOISY=$PROBE_PID
 printf 'PNC1\0\1\2\3\377\376binary\0' >"$T/binary.bin"
 mq_pub() {
     mosquitto_pub -h 127.0.0.1 -p "${BROKER_PORT[b1]}" --cafile "$BROKER_CA" \
-        --cert "$T/svc.pem" --key "$T/svc.key" -i "svc-mqpub-$RANDOM" -q 1 "$@"
+        --cert "$T/svc.pem" --key "$T/svc.key" -i "piniond-mqpub-$RANDOM" -q 1 "$@"
 }
 mq_pub -t fleet/ghost/up/status -m '{"state":"idle","firmware":{"uuid":"x","version":"9.9.9"}}' ||
     fail "mosquitto_pub to fleet/ghost/up/status"
@@ -263,7 +263,7 @@ assert_eq "good-1 installed once" "$(dev_lines good-1 '^installed sensor 1.1.0$'
 # Asked on the devices' behalf by the service identity: sha-dev still has
 # 1.1.0 in flight (dS), good-1 has completed it, 1.2.0 was never deployed.
 get() { printf '{"uuid":"%s","offset":0,"length":16}' "$1"; }
-probe b1 "$T/svc" svc-get --qos 1 --stay 2 \
+probe b1 "$T/svc" piniond-get --qos 1 --stay 2 \
     --sub 'fleet/sha-dev/down/chunk' --sub 'fleet/good-1/down/chunk' \
     --pub "fleet/sha-dev/up/get=$(get "$FW110")" \
     --pub "fleet/sha-dev/up/get=$(get "$FW120")" \

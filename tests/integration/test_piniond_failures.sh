@@ -44,7 +44,7 @@ with open(p, "r+b") as f:
     f.seek(-1, 1)
     f.write(bytes([b[0] ^ 0x55]))
 EOF
-probe_bg b1 "$T/svc" watch-updates "$T/watch.out" --qos 1 --sub 'fleet/+/down/update' --stay 3
+probe_bg b1 "$T/svc" piniond-watch-updates "$T/watch.out" --qos 1 --sub 'fleet/+/down/update' --stay 3
 WATCH=$PROBE_PID
 expect_ok "deployment on the altered firmware created" -- \
     "$PINION" deployment create acme sensor dC --firmware "$FW120" --tags grpc --version "< 1.2.0"
@@ -111,7 +111,7 @@ sleep 2
 assert_eq "a-fail gets no new manifest while held back" \
     "$(sql "SELECT manifest_sequence FROM devices WHERE identifier = 'a-fail'"):$(dev_sql a-fail dA state)" \
     "$seq_before:penalty"
-probe b1 "$T/svc" peek-a-fail --qos 1 --sub 'fleet/a-fail/down/update' --stay 1
+probe b1 "$T/svc" piniond-peek-a-fail --qos 1 --sub 'fleet/a-fail/down/update' --stay 1
 assert_no_match "a-fail's retained manifest was cleared" "$OUT" '(^|'$'\n'')msg '
 
 # B: two devices failing 3 times each reach max-failures 2.

@@ -29,7 +29,7 @@ update_of() {
 # retained ID: the retained manifest on the device's update topic, as the
 # service sees it when it subscribes ("" when there is none).
 retained() {
-    probe b1 "$T/svc" "svc-look-$RANDOM" --sub "fleet/$1/down/update" --stay 1
+    probe b1 "$T/svc" "piniond-look-$RANDOM" --sub "fleet/$1/down/update" --stay 1
     grep -c "^msg fleet/$1/down/update " <<<"$OUT" || true
 }
 # report_once ID: the device reports its firmware (1.0.0), then goes offline.

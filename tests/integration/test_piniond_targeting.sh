@@ -35,7 +35,7 @@ wait_sql 15 "SELECT firmware_version FROM devices WHERE identifier = 'late'" "1.
 pass "device 'late' reported firmware 1.0.0 (its status was recorded)"
 
 # A service identity watches the manifest piniond publishes for 'late'.
-probe_bg b1 "$T/svc" svc-watch "$T/watch.out" --sub fleet/late/down/update --expect 1 --stay 40
+probe_bg b1 "$T/svc" piniond-watch "$T/watch.out" --sub fleet/late/down/update --expect 1 --stay 40
 WATCH=$PROBE_PID
 sleep 0.5
 expect_status "deployment create without --firmware is a usage error" 2 -- \
@@ -68,7 +68,7 @@ assert_eq "only that device got an update row" \
 # the plugin moments later.  The status must not be lost: here it arrives
 # half a second before the row exists (published for the device by the
 # service identity, which may use the whole tree).
-probe b1 "$T/svc" svc-early --qos 1 \
+probe b1 "$T/svc" piniond-early --qos 1 \
     --pub 'fleet/early/up/status={"state":"idle","firmware":{"uuid":"f","version":"1.0.0","platform":"rpi4","architecture":"aarch64"}}'
 assert_eq "the early status was published" "$RC" 0
 sleep 0.5

@@ -266,6 +266,18 @@ refused "unknown device of a CA without JITP" b1 devs/n1 n1 'no JITP'
 REFUSED_IDS+=("$(certid devs/n1.pem)")
 admitted "pre-created device n2 of a CA without JITP" b1 devs/n2 n2
 refused "new key for pinned d1 (rotation same_key)" b1 devs2/d1 d1 'different key'
+# Service 'svc' connects as svc or svc-...: no device may hold those client
+# ids (it would take the service's session over), nor may the service use a
+# device's.  'events' is a level of the topic root, not a device.
+devcert ca svc-1 devs
+refused "a device named in the service's namespace (svc-1)" b1 devs/svc-1 svc-1 \
+    "identifier 'svc-1' is in service 'svc''s client id namespace"
+REFUSED_IDS+=("$(certid devs/svc-1.pem)")
+ocert events /CN=events ec
+refused "the reserved identifier 'events'" b1 odevs/events events "identifier 'events' is reserved"
+REFUSED_IDS+=("$(certid odevs/events.pem)")
+refused "the service identity with a device's client id" b1 svc d1 \
+    "client id 'd1' is not the service's name 'svc'"
 
 ocert catrue /CN=catrue ec critical,CA:TRUE
 refused "CA:TRUE certificate used as a device certificate" b1 odevs/catrue catrue 'CA:TRUE'

@@ -582,8 +582,44 @@ static void test_admit_service(void)
     struct pn_admission a;
     struct pn_policy pol = POL_DEFAULT;
 
-    CHECK(decide(s, &pol, svc_cert, "anything", false, now, &a) == PN_ADMIT_SERVICE);
+    /* A service connects as its name or <name>-<anything>, nothing else:
+     * it must not be able to take a device's session over. */
+    CHECK(decide(s, &pol, svc_cert, "svc", false, now, &a) == PN_ADMIT_SERVICE);
     CHECK_STREQ(a.identifier, "svc");
+    CHECK(decide(s, &pol, svc_cert, "svc-2", false, now, &a) == PN_ADMIT_SERVICE);
+    CHECK(decide(s, &pol, svc_cert, "A", false, now, &a) == PN_REFUSE);
+    CHECK(why(&a, "is not the service's name 'svc'"));
+    CHECK(decide(s, &pol, svc_cert, "svcx", false, now, &a) == PN_REFUSE);
+    CHECK(decide(s, &pol, svc_cert, NULL, false, now, &a) == PN_REFUSE);
+
+    /* ... and no device may take a service's name: first connect (JITP)
+     * or pinned. */
+    EVP_PKEY *k = key_ec();
+    X509 *d1 = mk(PN_CERT_DEVICE, "svc", 30, k, ca_cert, ca_key);
+    X509 *d2 = mk(PN_CERT_DEVICE, "svc-1", 30, k, ca_cert, ca_key);
+    X509 *d3 = mk(PN_CERT_DEVICE, "svcx", 30, k, ca_cert, ca_key);
+    X509 *d4 = mk(PN_CERT_DEVICE, "events", 30, k, ca_cert, ca_key);
+    CHECK(decide(s, &pol, d1, "svc", true, now, &a) == PN_REFUSE);
+    CHECK(why(&a, "in service 'svc''s client id namespace"));
+    CHECK(decide(s, &pol, d2, "svc-1", true, now, &a) == PN_REFUSE);
+    CHECK(why(&a, "in service 'svc''s client id namespace"));
+    CHECK(decide(s, &pol, d3, "svcx", true, now, &a) == PN_ADMIT_NEW);
+    CHECK(decide(s, &pol, d4, "events", true, now, &a) == PN_REFUSE);
+    CHECK(why(&a, "identifier 'events' is reserved"));
+    struct pn_device *dv = pn_state_put_device(s, 99, "svc-9", 1, 7, PN_ACTIVE);
+    X509 *d5 = mk(PN_CERT_DEVICE, "svc-9", 30, k, ca_cert, ca_key);
+    unsigned char d5id[PN_SHA256], d5spki[PN_SHA256];
+    bin_id(d5, d5id);
+    CHECK(pn_cert_spki_sha256_bin(d5, d5spki) == 0);
+    CHECK(dv && pn_state_put_pin(s, d5id, dv, d5spki, pn_cert_not_after(d5), PN_ACTIVE));
+    CHECK(decide(s, &pol, d5, "svc-9", true, now, &a) == PN_REFUSE);
+    CHECK(why(&a, "in service 'svc''s client id namespace"));
+    X509_free(d1);
+    X509_free(d2);
+    X509_free(d3);
+    X509_free(d4);
+    X509_free(d5);
+    EVP_PKEY_free(k);
     CHECK(decide(s, &pol, svc_cert, "svc", true, pn_cert_not_after(svc_cert) + 10, &a) ==
           PN_REFUSE);
     CHECK(why(&a, "expired"));
