@@ -34,6 +34,12 @@
     "FROM device_certificates"
 #define SERVICE_SELECT                                                                    \
     "SELECT id, name, extract(epoch FROM not_after)::bigint, der FROM service_identities"
+/* Pinned certificates whose CA row was deleted (SPEC 3.1: they are still
+ * admitted): each goes into the trust directory as its own anchor (partial
+ * chains are allowed), else TLS would refuse them once the CA's file is
+ * gone, i.e. after the next start. */
+#define ORPHAN_PIN_SELECT                                                                         \
+    "SELECT der FROM device_certificates WHERE ca_id IS NULL AND status = 'active'"
 #define BY_TEXT_KEYS " WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))"
 #define BY_INT_KEYS " WHERE id IN (SELECT (jsonb_array_elements_text($1::jsonb))::bigint)"
 
@@ -344,6 +350,14 @@ static struct pn_state *load_all(PGconn *db, struct certs *trust, struct pn_err 
         if (op)
             pn_apply_op(&st, op, NULL, NULL);
         pn_op_free(op);
+    }
+    PQclear(r);
+    if (!(r = pn_db_q(db, err, ORPHAN_PIN_SELECT, 0, NULL)))
+        goto fail;
+    for (int i = 0; i < PQntuples(r); i++) {
+        X509 *x = col_cert(r, i, 0);
+        certs_add(trust, x);
+        X509_free(x);
     }
     PQclear(r);
     r = NULL;

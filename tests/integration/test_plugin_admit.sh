@@ -448,6 +448,19 @@ refused "revoked d3 reconnects" b1 devs/d3 d3 'is revoked'
 refused "new device of a disabled CA" b1 devs/p2 p2 'CA [0-9a-f]+ is disabled'
 REFUSED_IDS+=("$(certid devs/p2.pem)")
 admitted "pinned p1 after its CA was disabled" b1 devs/p1 p1
+# Deleted (SQL only; the pins keep ca_id NULL): still admitted, also by a
+# broker started afterwards, whose trust directory no longer has the CA.
+sql "DELETE FROM ca_certificates WHERE id = '$CA_CB'" >/dev/null || bail_out "cannot delete CA cb"
+admitted "pinned p1 after its CA was deleted" b1 devs/p1 p1
+start_broker bdel || bail_out "broker bdel: $OUT"
+admitted "pinned p1 after its CA was deleted, on a broker started since" bdel devs/p1 p1
+probe bdel devs/p2 p2
+if [ "$RC" -ne 0 ] && ! grep -qx 'connack 0' <<<"$OUT"; then
+    pass "... while a new device of that CA is refused there (TLS: exit $RC)"
+else
+    fail "... while a new device of that CA is refused there" "exit $RC, output $OUT"
+fi
+stop_broker bdel
 
 # ------------------------------------- time: CA and pinned cert expiry
 
