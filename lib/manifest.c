@@ -366,8 +366,8 @@ static int validate(const struct pn_manifest *m, struct pn_err *err)
     if (!text_ok(fw->architecture, sizeof(fw->architecture), 1))
         return pn_err_set(err,
                           "manifest field \"firmware.architecture\" holds control characters");
-    if (fw->size < 0)
-        return pn_err_set(err, "manifest field \"firmware.size\" must not be negative");
+    if (fw->size < 1)
+        return pn_err_set(err, "manifest field \"firmware.size\" must be positive");
     if (!is_lower_hex(fw->sha256, sizeof(fw->sha256), 64))
         return pn_err_set(err, "manifest field \"firmware.sha256\" is not 64 lowercase hex "
                                "digits");

@@ -64,7 +64,10 @@ struct device {
     /* the update in progress */
     bool updating;
     struct pn_manifest m;
+    unsigned char uuid_bin[16]; /* m.firmware.uuid, as chunk headers carry it */
     uint64_t have;     /* bytes downloaded */
+    int last_pct;      /* progress last reported */
+    time_t last_report;
     int chunk;
     int fail_installs; /* test hook: fail this many installs */
     struct mosquitto *mq;
@@ -144,6 +147,28 @@ static void end_update(struct device *d)
     save_state(d);
 }
 
+static void part_path(const struct device *d, const char *uuid, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s.part", d->state_dir, uuid);
+}
+
+/* The service withdrew the update (cleared manifest), or a newer manifest
+ * says to stay on the running firmware: drop the download. */
+static void abandon_update(struct device *d, const char *why)
+{
+    char part[4096];
+    part_path(d, d->m.firmware.uuid, part, sizeof(part));
+    unlink(part);
+    end_update(d);
+    printf("abandoned the download of %s %s: %s\n", d->m.firmware.product,
+           d->m.firmware.version, why);
+}
+
+static int percent(uint64_t have, int64_t size)
+{
+    return size > 0 ? (int)(have * 100 / (uint64_t)size) : 0;
+}
+
 static void request_chunk(struct device *d)
 {
     char topic[256], body[160];
@@ -159,13 +184,20 @@ static void refuse(const char *why)
     fflush(stdout);
 }
 
+static void finish(struct device *d);
+
 /* Step 3: everything is checked before a byte of firmware is fetched. */
 static void on_manifest(struct device *d, const void *payload, int len)
 {
     struct pn_err err;
     struct pn_manifest m;
-    if (len == 0)
-        return; /* cleared: nothing to do */
+    if (len == 0) { /* cleared: nothing to do, or no longer */
+        if (d->updating) {
+            abandon_update(d, "the service withdrew it");
+            report(d, "idle", 0, NULL);
+        }
+        return;
+    }
     if (pn_manifest_open(payload, (size_t)len, d->release_pk, &m, &err) < 0) {
         refuse(err.msg);
         return;
@@ -206,28 +238,47 @@ static void on_manifest(struct device *d, const void *payload, int len)
     save_state(d);
     if (!strcmp(m.firmware.uuid, d->uuid)) {
         pn_manifest_free(&m);
+        if (d->updating) /* the newer instruction wins */
+            abandon_update(d, "a newer manifest names the running firmware");
         report(d, "idle", 100, NULL); /* already running it */
         return;
     }
     bool same = d->updating && !strcmp(d->m.firmware.uuid, m.firmware.uuid);
+    if (d->updating && !same)
+        abandon_update(d, "a newer manifest names other firmware");
     pn_manifest_free(&d->m);
     d->m = m;
+    size_t ub = 0;
+    if (sodium_hex2bin(d->uuid_bin, sizeof(d->uuid_bin), m.firmware.uuid,
+                       strlen(m.firmware.uuid), "-", &ub, NULL) != 0 ||
+        ub != sizeof(d->uuid_bin))
+        memset(d->uuid_bin, 0, sizeof(d->uuid_bin)); /* matches no chunk */
     printf("accepted manifest %lld for %s %s\n", (long long)m.sequence, m.firmware.product,
            m.firmware.version);
     if (!same) {
         /* Resume a partial download of the same firmware from its size. */
         char p[4096];
         struct stat st;
-        snprintf(p, sizeof(p), "%s/%s.part", d->state_dir, m.firmware.uuid);
+        part_path(d, m.firmware.uuid, p, sizeof(p));
         d->have = stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
+        if (d->have > (uint64_t)m.firmware.size) { /* not this firmware's bytes */
+            unlink(p);
+            d->have = 0;
+        }
         d->updating = true;
+        d->last_pct = -1;
+        d->last_report = 0;
         if (d->have) {
             printf("resuming download at byte %llu of %lld\n", (unsigned long long)d->have,
                    (long long)m.firmware.size);
-            report(d, "downloading", (int)(d->have * 100 / (uint64_t)m.firmware.size), NULL);
+            report(d, "downloading", percent(d->have, m.firmware.size), NULL);
         } else {
             report(d, "received", 0, NULL);
         }
+    }
+    if (d->have == (uint64_t)d->m.firmware.size) { /* all there before a restart */
+        finish(d);
+        return;
     }
     /* Also on a re-issue of the firmware being downloaded: the service
      * re-issues after a restart, when the last request or its answer may
@@ -240,7 +291,7 @@ static void finish(struct device *d)
 {
     struct pn_err err;
     char part[4096], image[4096];
-    snprintf(part, sizeof(part), "%s/%s.part", d->state_dir, d->m.firmware.uuid);
+    part_path(d, d->m.firmware.uuid, part, sizeof(part));
     unsigned char digest[32];
     char hex[65];
     FILE *f = fopen(part, "rb");
@@ -318,41 +369,41 @@ static void on_chunk(struct device *d, const unsigned char *p, int len)
         off = (off << 8) | p[20 + i];
     for (int i = 0; i < 4; i++)
         n = (n << 8) | p[28 + i];
-    if ((uint32_t)(len - 32) != n || off != d->have)
-        return; /* not the chunk we asked for: ignore */
+    if ((uint32_t)(len - 32) != n || off != d->have || memcmp(p + 4, d->uuid_bin, 16) != 0)
+        return; /* not the chunk we asked for (another firmware, offset): ignore */
     char part[4096];
-    snprintf(part, sizeof(part), "%s/%s.part", d->state_dir, d->m.firmware.uuid);
-    if (n) {
-        int fd = open(part, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd < 0 || write(fd, p + 32, n) != (ssize_t)n) {
-            if (fd >= 0)
-                close(fd);
-            end_update(d);
-            report(d, "failed", 0, "cannot store the download");
-            return;
-        }
-        close(fd);
-        d->have += n;
-    }
-    if (d->have > (uint64_t)d->m.firmware.size) {
+    part_path(d, d->m.firmware.uuid, part, sizeof(part));
+    if (n > (uint64_t)d->m.firmware.size - d->have || n == 0) {
+        /* Checked before writing a byte: more than the manifest's size, or
+         * nothing left to give before it. */
         unlink(part);
         end_update(d);
-        report(d, "failed", 0, "download is larger than the manifest says");
+        report(d, "failed", 0,
+               n ? "download is larger than the manifest says"
+                 : "the service has no more bytes before the manifest's size");
         return;
     }
-    if (d->have == (uint64_t)d->m.firmware.size || n == 0) {
+    int fd = open(part, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd < 0 || write(fd, p + 32, n) != (ssize_t)n) {
+        if (fd >= 0)
+            close(fd);
+        end_update(d);
+        report(d, "failed", 0, "cannot store the download");
+        return;
+    }
+    close(fd);
+    d->have += n;
+    if (d->have == (uint64_t)d->m.firmware.size) {
         finish(d);
         return;
     }
     /* Progress every 25 %, and at least once a minute on a slow link: the
      * service expires updates that stay silent (inflight_timeout). */
-    int pct = (int)(d->have * 100 / (uint64_t)d->m.firmware.size);
-    static int last_pct = -1;
-    static time_t last_report;
-    if (pct / 25 != last_pct / 25 || time(NULL) - last_report >= 60) {
+    int pct = percent(d->have, d->m.firmware.size);
+    if (pct / 25 != d->last_pct / 25 || time(NULL) - d->last_report >= 60) {
         report(d, "downloading", pct, NULL);
-        last_pct = pct;
-        last_report = time(NULL);
+        d->last_pct = pct;
+        d->last_report = time(NULL);
     }
     request_chunk(d);
 }
@@ -370,7 +421,7 @@ static void on_connect(struct mosquitto *m, void *arg, int rc)
     /* Mid-download (a lost connection): the retained manifest, which comes
      * next, makes it ask for the next chunk again. */
     if (d->updating)
-        report(d, "downloading", (int)(d->have * 100 / (uint64_t)d->m.firmware.size), NULL);
+        report(d, "downloading", percent(d->have, d->m.firmware.size), NULL);
     else
         report(d, "idle", 0, NULL);
 }

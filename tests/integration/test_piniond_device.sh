@@ -156,6 +156,61 @@ assert_match "sha-dev still runs the factory firmware" \
 stop_device sha-dev
 expect_ok "deployment dS paused" -- "$PINION" deployment pause acme dS
 
+# ------------------------------------------------- hostile chunks
+# A crafted manifest for firmware not released to v-chunks (piniond serves
+# it nothing), then chunks published as the service: the device writes only
+# the bytes of the firmware it asked for, at the offset it asked for, never
+# past the manifest's size, and a withdrawn (cleared) manifest stops it.
+chunk() { # chunk UUID_HEX OFFSET COUNT [LENGTH_FIELD]: publish a PNC1 chunk of fw110.fw's bytes
+    python3 - "$1" "$2" "$3" "${4:-}" "$T/fw110.fw" "$T/chunk.bin" <<'PY' || bail_out "chunk"
+import struct, sys
+uuid, off, count, lfield, src, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+data = open(src, "rb").read()[off:off + count]
+data += b"\0" * (count - len(data))
+n = int(lfield) if lfield else len(data)
+open(out, "wb").write(b"PNC1" + bytes.fromhex(uuid) + struct.pack(">QI", off, n) + data)
+PY
+    mosquitto_pub -h 127.0.0.1 -p "${BROKER_PORT[b1]}" --cafile "$BROKER_CA" --cert "$T/svc.pem" \
+        --key "$T/svc.key" -i "piniond-chunk-$RANDOM" -q 1 -t fleet/v-chunks/down/chunk \
+        -f "$T/chunk.bin" || bail_out "mosquitto_pub chunk"
+}
+part_size() { stat -c %s "$T/dev-v-chunks.state/$FW110.part" 2>/dev/null || echo none; }
+U=${FW110//-/}
+start_device v-chunks --run-for 170
+wait_file 15 "$T/dev-v-chunks.log" '^status idle' || bail_out "v-chunks did not connect"
+publish fleet/v-chunks/down/update "$(craft v-chunks 1)"
+wait_file 10 "$T/dev-v-chunks.log" '^accepted manifest 1 ' || bail_out "v-chunks did not accept"
+chunk 00000000000000000000000000000000 0 1000
+sleep 1
+assert_eq "a chunk of another firmware (uuid) is not written" "$(part_size)" none
+chunk "$U" 0 1000
+wait_until 5 test -e "$T/dev-v-chunks.state/$FW110.part"
+assert_eq "the chunk asked for is written" "$(part_size)" 1000
+chunk "$U" 500 1000
+sleep 0.5
+assert_eq "a chunk at another offset is not written" "$(part_size)" 1000
+chunk "$U" 1000 "$(stat -c %s "$T/fw110.fw")"
+wait_file 10 "$T/dev-v-chunks.log" '^status failed: download is larger than the manifest says' ||
+    fail "a chunk running past the manifest's size fails the download" "$(tail -3 "$T/dev-v-chunks.log")"
+assert_eq "... before writing it (the partial file is gone)" "$(part_size)" none
+publish fleet/v-chunks/down/update "$(craft v-chunks 2)"
+wait_file 10 "$T/dev-v-chunks.log" '^accepted manifest 2 ' || bail_out "v-chunks did not accept 2"
+chunk "$U" 0 1000
+chunk "$U" 1000 0
+wait_file 10 "$T/dev-v-chunks.log" '^status failed: the service has no more bytes' ||
+    fail "an empty chunk before the manifest's size fails the download" "$(tail -3 "$T/dev-v-chunks.log")"
+assert_eq "... and drops the partial file" "$(part_size)" none
+assert_eq "no install from any of that" "$(dev_lines v-chunks '^installed ')" 0
+publish fleet/v-chunks/down/update "$(craft v-chunks 3)"
+wait_file 10 "$T/dev-v-chunks.log" '^accepted manifest 3 ' || bail_out "v-chunks did not accept 3"
+chunk "$U" 0 1000
+wait_until 5 test -e "$T/dev-v-chunks.state/$FW110.part"
+probe b1 "$T/svc" "piniond-clear-$RANDOM" --qos 1 --retain --pub "fleet/v-chunks/down/update="
+wait_file 10 "$T/dev-v-chunks.log" '^abandoned the download of sensor 1.1.0: the service withdrew it' ||
+    fail "a withdrawn (cleared) manifest stops the download" "$(tail -3 "$T/dev-v-chunks.log")"
+assert_eq "... and drops the partial file" "$(part_size)" none
+stop_device v-chunks
+
 # ------------------------------------------------- garbage on up/ topics
 device_cert noisy
 BIG_STATUS="{\"state\":\"idle\",\"reason\":\"$(head -c 17000 /dev/zero | tr '\0' x)\"}"

@@ -526,7 +526,8 @@ static void test_manifest_codec(void)
     REFUSES(0, "deployment", json_string("a/b"), "\"deployment\" is not a valid identifier");
     REFUSES(0, "sequence", json_integer(0), "\"sequence\" must be a positive integer");
     REFUSES(0, "expires_at", json_integer(1700000000), "\"expires_at\" must be after");
-    REFUSES(1, "size", json_integer(-1), "\"firmware.size\" must not be negative");
+    REFUSES(1, "size", json_integer(-1), "\"firmware.size\" must be positive");
+    REFUSES(1, "size", json_integer(0), "\"firmware.size\" must be positive");
     REFUSES(1, "version", json_string(""), "\"firmware.version\" is empty");
     REFUSES(1, "product", json_string("a\nb"), "\"firmware.product\"");
     REFUSES(1, "uuid", json_string("a b"), "\"firmware.uuid\"");
