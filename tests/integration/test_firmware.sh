@@ -162,6 +162,104 @@ mkzip good.fw meta.conf.ed25519=@store:good.conf.sig meta.conf=good.conf data/im
 expect_ok "a hand-made archive is accepted" -- "$PINION" firmware upload acme sensor good.fw
 rows=$(n_rows)
 
+# ---- every view of the zip must read the same entries (fwup -i and unzip
+# follow the central directory; this verifier and fwup on a stream follow
+# the local headers)
+printf 'EVIL!, fleet' >evil
+conf a.conf 3.0.5 12 "$(b2 payload)"
+mkzip a.fw meta.conf.ed25519=@store:a.conf.sig meta.conf=a.conf data/image=payload
+printf 'meta-product=sensor\nmeta-version=6.6.6\nmeta-platform=rpi4\nmeta-architecture=aarch64\nfile-resource "image" {\nlength=12\nblake2b-256=%s\n}\n' "$(b2 evil)" >b.conf
+head -c 64 /dev/urandom >b.conf.sig
+mkzip b.fw meta.conf.ed25519=@store:b.conf.sig meta.conf=b.conf data/image=evil
+cat >zipedit.py <<'PY'
+import struct, sys
+def eocd(z):
+    i = z.rindex(b"PK\x05\x06")
+    return i, struct.unpack("<I", z[i + 16:i + 20])[0]
+def cd_entries(z):
+    e, off = eocd(z)
+    i = off
+    while i < e:
+        n, x, c = struct.unpack("<HHH", z[i + 28:i + 34])
+        yield i, z[i + 46:i + 46 + n]
+        i += 46 + n + x + c
+op, src, out = sys.argv[1:4]
+z = bytearray(open(src, "rb").read())
+if op == "polyglot":      # src's entries, then the archive argv[4] behind them,
+    b = open(sys.argv[4], "rb").read()   # whose central directory the end record names
+    _, cda = eocd(bytes(z))
+    front = bytes(z[:cda]) + b"PK\x01\x02"
+    e, cdb = eocd(b)
+    cd = bytearray(b[cdb:e])
+    for i, _ in list(cd_entries(b)):
+        j = i - cdb
+        o, = struct.unpack("<I", cd[j + 42:j + 46])
+        cd[j + 42:j + 46] = struct.pack("<I", o + len(front))
+    end = bytearray(b[e:])
+    end[16:20] = struct.pack("<I", cdb + len(front))
+    z = front + b[:cdb] + bytes(cd) + bytes(end)
+elif op == "cdcrc":       # the central directory's CRC of data/image, one bit off
+    for i, name in list(cd_entries(bytes(z))):
+        if name == b"data/image":
+            z[i + 16] ^= 1
+elif op in ("dd", "ddcrc"):  # the same entries with data descriptors, as fwup writes
+    import io, zipfile      # them (sizes and CRC after the data; 0 in the local header)
+    class Stream(io.RawIOBase):
+        def __init__(self):
+            self.b = bytearray()
+        def writable(self):
+            return True
+        def write(self, d):
+            self.b += d
+            return len(d)
+    w, zin = Stream(), zipfile.ZipFile(src)
+    with zipfile.ZipFile(w, "w") as zout:
+        for info in zin.infolist():
+            ni = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            ni.compress_type = info.compress_type
+            with zout.open(ni, "w") as f:
+                f.write(zin.read(info))
+    z = bytearray(w.b)
+    if op == "ddcrc":     # ... and the central directory's CRC of data/image one bit off
+        for i, name in list(cd_entries(bytes(z))):
+            if name == b"data/image":
+                z[i + 16] ^= 1
+elif op == "gap":         # 16 bytes between the last entry and the central directory
+    e, off = eocd(bytes(z))
+    z = z[:off] + bytes(16) + z[off:]
+    e += 16
+    z[e + 16:e + 20] = struct.pack("<I", off + 16)
+elif op == "trailing":    # bytes after the end record
+    z += b"trailing bytes"
+open(out, "wb").write(z)
+PY
+python3 zipedit.py polyglot a.fw poly.fw b.fw || bail_out "cannot build poly.fw"
+# A central-directory reader (fwup -i, unzip, Python) sees the evil archive.
+assert_eq "poly.fw read through its central directory is the other archive" \
+    "$(python3 -c 'import zipfile,sys; print(zipfile.ZipFile(sys.argv[1]).read("data/image").decode())' poly.fw)" \
+    "EVIL!, fleet"
+refused "an archive whose central directory describes another archive (polyglot)" \
+    "corrupt zip: the central directory's (meta\.conf\.ed25519|meta\.conf|data/image) is not the entry read at offset" -- \
+    "$PINION" firmware upload acme sensor poly.fw
+python3 zipedit.py cdcrc good.fw cdcrc.fw || bail_out "cannot build cdcrc.fw"
+refused "a central directory CRC that differs from the entry's" \
+    'corrupt zip: .*(Inconsistent CRC32|the CRC of data/image differs)' -- \
+    "$PINION" firmware upload acme sensor cdcrc.fw
+python3 zipedit.py dd good.fw dd.fw || bail_out "cannot build dd.fw"
+python3 zipedit.py ddcrc good.fw ddcrc.fw || bail_out "cannot build ddcrc.fw"
+assert_eq "dd.fw's entries carry data descriptors (flag bit 3), as fwup writes them" \
+    "$(python3 -c 'import zipfile,sys; print(all(i.flag_bits & 8 for i in zipfile.ZipFile(sys.argv[1]).infolist()))' dd.fw)" True
+refused "... also when the entry's CRC is in a data descriptor (the CRC fwup -i checks)" \
+    'corrupt zip: the CRC of data/image differs between its entry and the central directory' -- \
+    "$PINION" firmware upload acme sensor ddcrc.fw
+python3 zipedit.py gap good.fw gap.fw || bail_out "cannot build gap.fw"
+refused "bytes hidden between the last entry and the central directory" \
+    'corrupt zip: 16 bytes between the last entry and the central directory' -- \
+    "$PINION" firmware upload acme sensor gap.fw
+python3 zipedit.py trailing good.fw trailing.fw || bail_out "cannot build trailing.fw"
+refused "bytes after the end of the zip" 'corrupt zip: no end of central directory' -- \
+    "$PINION" firmware upload acme sensor trailing.fw
+
 head -c 10 /dev/zero >ten
 conf bomb.conf 3.0.1 10 "$(b2 ten)"
 mkzip bomb.fw meta.conf.ed25519=@store:bomb.conf.sig meta.conf=bomb.conf data/image=zeros:$((400 << 20))
