@@ -192,7 +192,7 @@ static int cmd_fw_upload(struct cli_ctx *ctx, int argc, char **argv)
         return 1;
 
     rc = 1;
-    fd = open(file, O_RDONLY | O_CLOEXEC);
+    fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not hang us */
     if (fd < 0) {
         cli_fail("%s: %s", file, strerror(errno));
         goto out;

@@ -92,12 +92,15 @@ int cli_parse(struct cli_ctx *ctx, int argc, char **argv, const struct cli_opt *
 
 int cli_fail(const char *fmt, ...)
 {
+    /* One line, whatever the values in it hold (pn_err_set flattens). */
+    char raw[PN_ERR_MAX];
+    struct pn_err e;
     va_list ap;
-    fputs("pinion: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    pn_err_set(&e, "%s", raw);
+    fprintf(stderr, "pinion: %s\n", e.msg);
     return 1;
 }
 
@@ -178,11 +181,22 @@ json_t *cli_rows(const PGresult *res)
     return rows;
 }
 
+/* A copy with control characters shown as '?': values come from devices
+ * and signed metadata, and must not drive the terminal. */
+static char *printable_dup(const char *s)
+{
+    char *d = strdup(s);
+    for (unsigned char *p = (unsigned char *)d; d && *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    return d;
+}
+
 /* Renders one JSON value for a table cell.  Caller frees. */
 static char *cell(const json_t *v)
 {
     if (json_is_string(v))
-        return strdup(json_string_value(v));
+        return printable_dup(json_string_value(v));
     if (json_is_null(v))
         return strdup("-");
     if (json_is_array(v)) {

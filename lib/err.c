@@ -6,6 +6,18 @@
 
 #include <openssl/err.h>
 
+/* An error is one line: libraries' messages (libarchive's end in '\n') and
+ * values from hostile input lose their control characters here. */
+static void one_line(char *msg)
+{
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    for (unsigned char *p = (unsigned char *)msg; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+}
+
 int pn_err_set(struct pn_err *err, const char *fmt, ...)
 {
     if (err) {
@@ -13,6 +25,7 @@ int pn_err_set(struct pn_err *err, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
         va_end(ap);
+        one_line(err->msg);
     }
     return -1;
 }
@@ -32,6 +45,7 @@ int pn_err_ssl(struct pn_err *err, const char *fmt, ...)
             const char *reason = ERR_reason_error_string(e);
             snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", reason ? reason : buf);
         }
+        one_line(err->msg);
     }
     ERR_clear_error();
     return -1;

@@ -256,6 +256,15 @@ python3 zipedit.py gap good.fw gap.fw || bail_out "cannot build gap.fw"
 refused "bytes hidden between the last entry and the central directory" \
     'corrupt zip: 16 bytes between the last entry and the central directory' -- \
     "$PINION" firmware upload acme sensor gap.fw
+# Values from signed metadata never make a refusal span lines.
+printf 'meta-product="sen\\nsor"\nmeta-version=3.0.7\nmeta-platform=rpi4\nmeta-architecture=aarch64\nfile-resource "image" {\nlength=12\nblake2b-256=%s\n}\n' "$(b2 payload)" >nl.conf
+sign nl.conf nl.conf.sig
+mkzip nl.fw meta.conf.ed25519=@store:nl.conf.sig meta.conf=nl.conf data/image=payload
+refused "a product with a newline in signed metadata: a one-line refusal" 'product' -- \
+    "$PINION" firmware upload acme sensor nl.fw
+mkfifo fifo.fw
+refused "a FIFO is refused, not waited on" 'not a regular file' -- \
+    timeout 10 "$PINION" firmware upload acme sensor fifo.fw
 python3 zipedit.py trailing good.fw trailing.fw || bail_out "cannot build trailing.fw"
 refused "bytes after the end of the zip" 'corrupt zip: no end of central directory' -- \
     "$PINION" firmware upload acme sensor trailing.fw
