@@ -547,7 +547,7 @@ int pd_renew(struct pd *pd, time_t issued_before)
     struct fwrow *fws = calloc((size_t)n + 1, sizeof(*fws));
     json_t *ended = json_array();
     time_t issued = time(NULL);
-    int nfw = 0;
+    int nfw = 0, result = -1;
     if (!issues || !publish || !fws || !ended)
         goto fail;
     /* Rows come grouped by firmware: check each firmware once, before any
@@ -578,15 +578,12 @@ int pd_renew(struct pd *pd, time_t issued_before)
         if (publish[i])
             publish_manifest(pd, &fws[k], PQgetvalue(r, i, 2), &issues[i], issued);
     }
-    for (int k = 0; k < nfw; k++)
-        fwrow_free(&fws[k]);
-    free(fws);
-    free(publish);
-    free(issues);
-    json_decref(ended);
-    PQclear(r);
-    return n;
+    result = n;
 fail:
+    if (result < 0) {
+        pn_db_rollback(pd->db);
+        pd_log("renewing manifests: %s", err.msg);
+    }
     for (int k = 0; k < nfw; k++)
         fwrow_free(&fws[k]);
     free(fws);
@@ -594,6 +591,7 @@ fail:
     free(issues);
     json_decref(ended);
     PQclear(r);
+    return result;
 dberr:
     pn_db_rollback(pd->db);
     pd_log("renewing manifests: %s", err.msg);

@@ -44,6 +44,7 @@
 # wait_sql SECS SQL EXPECTED       poll until `sql SQL` prints EXPECTED;
 #                                  on timeout returns 1, last output in $OUT.
 # wait_file SECS FILE ERE          poll until FILE has a line matching ERE.
+# flip_byte FILE                   alters one byte in the middle of FILE.
 #
 # PINION_KEEP_LOGS=DIR (when running a script by hand) copies $T, with every
 # log, to DIR at exit.
@@ -103,6 +104,20 @@ make_firmware() {
     [ -f "$FW_ARTIFACT" ] || bail_out "upload stored no $FW_ARTIFACT"
     [ "$ver" = 1.1.0 ] && cp "$T/fw-$ver.fw" "$T/fw110.fw"
     return 0
+}
+
+# flip_byte FILE: flips one byte in the middle of FILE (a stored artifact
+# altered on disk after upload).
+flip_byte() {
+    python3 - "$1" <<'PY' || bail_out "cannot alter $1"
+import os, sys
+p = sys.argv[1]
+with open(p, "r+b") as f:
+    f.seek(os.path.getsize(p) // 2)
+    b = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([b[0] ^ 0x55]))
+PY
 }
 
 # ---------------------------------------------------------------- piniond

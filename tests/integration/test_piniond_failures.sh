@@ -35,15 +35,7 @@ start_device c-1 --run-for 170
 wait_sql 20 "SELECT firmware_platform FROM devices WHERE identifier = 'c-1'" rpi4 ||
     bail_out "c-1 did not report its firmware"
 # Flip one byte in the middle of the stored archive.
-python3 - "$ART120" <<'EOF' || bail_out "cannot alter the artifact"
-import os, sys
-p = sys.argv[1]
-with open(p, "r+b") as f:
-    f.seek(os.path.getsize(p) // 2)
-    b = f.read(1)
-    f.seek(-1, 1)
-    f.write(bytes([b[0] ^ 0x55]))
-EOF
+flip_byte "$ART120"
 probe_bg b1 "$T/svc" piniond-watch-updates "$T/watch.out" --qos 1 --sub 'fleet/+/down/update' --stay 3
 WATCH=$PROBE_PID
 expect_ok "deployment on the altered firmware created" -- \

@@ -111,15 +111,7 @@ start_piniond p3 || bail_out "piniond p3: $OUT"
 wait_sql 20 "SELECT u.state FROM device_updates u JOIN devices d ON d.id = u.device_id WHERE d.identifier = 'k-off'" released ||
     bail_out "k-off was not released: $OUT"
 assert_eq "k-off's manifest is retained for it" "$(retained k-off)" 1
-python3 - "$FW_ARTIFACT" <<'PY' || bail_out "cannot alter the artifact"
-import os, sys
-p = sys.argv[1]
-with open(p, "r+b") as f:
-    f.seek(os.path.getsize(p) // 2)
-    b = f.read(1)
-    f.seek(-1, 1)
-    f.write(bytes([b[0] ^ 0x55]))
-PY
+flip_byte "$FW_ARTIFACT"
 if wait_sql 90 "SELECT state FROM deployments WHERE name = 'dk'" paused; then
     pass "with its one slot taken, dk still pauses when the stored artifact changes"
 else
