@@ -14,6 +14,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <confuse.h>
+#include <jansson.h>
 #include <openssl/evp.h>
 #include <sodium.h>
 
@@ -327,11 +328,21 @@ static int meta_parse(const void *buf, size_t len, struct pn_fw_meta *meta,
                                        "meta-vcs-identifier", "meta-misc"};
     char **fields[] = {&meta->product, &meta->version, &meta->platform, &meta->architecture,
                        &meta->author,  &meta->description, &meta->vcs_identifier, &meta->misc};
-    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-        if (!(*fields[i] = xstrdup(cfg_getstr(cfg, keys[i])))) {
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        const char *v = cfg_getstr(cfg, keys[i]);
+        /* Stored as text: refuse what is not UTF-8 here, naming the field
+         * (jansson's json_string checks UTF-8). */
+        json_t *utf8 = v ? json_string(v) : NULL;
+        if (v && !utf8) {
+            pn_err_set(err, "meta.conf field %s is not valid UTF-8", keys[i]);
+            goto out;
+        }
+        json_decref(utf8);
+        if (!(*fields[i] = xstrdup(v))) {
             pn_err_set(err, "out of memory");
             goto out;
         }
+    }
     n = cfg_size(cfg, "file-resource");
     meta->nresources = n;
     if (res) {

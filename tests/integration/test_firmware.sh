@@ -262,6 +262,11 @@ sign nl.conf nl.conf.sig
 mkzip nl.fw meta.conf.ed25519=@store:nl.conf.sig meta.conf=nl.conf data/image=payload
 refused "a product with a newline in signed metadata: a one-line refusal" 'product' -- \
     "$PINION" firmware upload acme sensor nl.fw
+printf 'meta-product=sensor\nmeta-version=3.0.8\nmeta-author="caf\\xff"\nmeta-platform=rpi4\nmeta-architecture=aarch64\nfile-resource "image" {\nlength=12\nblake2b-256=%s\n}\n' "$(b2 payload)" >u8.conf
+sign u8.conf u8.conf.sig
+mkzip u8.fw meta.conf.ed25519=@store:u8.conf.sig meta.conf=u8.conf data/image=payload
+refused "signed metadata that is not UTF-8 is refused, naming the field" \
+    'meta.conf field meta-author is not valid UTF-8' -- "$PINION" firmware upload acme sensor u8.fw
 mkfifo fifo.fw
 refused "a FIFO is refused, not waited on" 'not a regular file' -- \
     timeout 10 "$PINION" firmware upload acme sensor fifo.fw
