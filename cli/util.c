@@ -181,22 +181,11 @@ json_t *cli_rows(const PGresult *res)
     return rows;
 }
 
-/* A copy with control characters shown as '?': values come from devices
- * and signed metadata, and must not drive the terminal. */
-static char *printable_dup(const char *s)
-{
-    char *d = strdup(s);
-    for (unsigned char *p = (unsigned char *)d; d && *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            *p = '?';
-    return d;
-}
-
 /* Renders one JSON value for a table cell.  Caller frees. */
 static char *cell(const json_t *v)
 {
     if (json_is_string(v))
-        return printable_dup(json_string_value(v));
+        return pn_printable(strdup(json_string_value(v)));
     if (json_is_null(v))
         return strdup("-");
     if (json_is_array(v)) {

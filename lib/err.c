@@ -6,6 +6,14 @@
 
 #include <openssl/err.h>
 
+char *pn_printable(char *s)
+{
+    for (unsigned char *p = (unsigned char *)s; p && *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    return s;
+}
+
 /* An error is one line: libraries' messages (libarchive's end in '\n') and
  * values from hostile input lose their control characters here. */
 static void one_line(char *msg)
@@ -13,9 +21,7 @@ static void one_line(char *msg)
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r' || msg[n - 1] == ' '))
         msg[--n] = '\0';
-    for (unsigned char *p = (unsigned char *)msg; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            *p = ' ';
+    pn_printable(msg);
 }
 
 int pn_err_set(struct pn_err *err, const char *fmt, ...)

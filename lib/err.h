@@ -24,6 +24,11 @@ int pn_err_set(struct pn_err *err, const char *fmt, ...)
 int pn_err_ssl(struct pn_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Shows the control characters of s (in place) as '?', so a value from a
+ * device, a certificate or signed metadata cannot break a line or drive a
+ * terminal.  Returns s. */
+char *pn_printable(char *s);
+
 /* Prefixes an existing message: "<prefix>: <old message>". */
 int pn_err_prefix(struct pn_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

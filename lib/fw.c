@@ -109,13 +109,8 @@ static int name_safe(const char *s)
 /* For messages: the name with anything unprintable replaced by '?'. */
 static const char *printable(const char *s, char *buf, size_t size)
 {
-    size_t i = 0;
-    for (; s[i] && i + 1 < size; i++) {
-        unsigned char c = (unsigned char)s[i];
-        buf[i] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
-    }
-    buf[i] = '\0';
-    return buf;
+    snprintf(buf, size, "%s", s);
+    return pn_printable(buf);
 }
 
 /* ------------------------------------------------------------------ uuid */

@@ -213,4 +213,8 @@ void pn_admit_decide(const struct pn_state *s, const struct pn_policy *pol, X509
 {
     memset(out, 0, sizeof(*out));
     out->kind = decide(s, pol, cert, client_id, db_ready, now, out);
+    if (out->kind == PN_REFUSE) { /* logged: the client id is the client's */
+        pn_printable(out->identifier);
+        pn_printable(out->reason);
+    }
 }

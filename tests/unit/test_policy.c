@@ -591,6 +591,9 @@ static void test_admit_service(void)
     CHECK(why(&a, "is not the service's name 'svc'"));
     CHECK(decide(s, &pol, svc_cert, "svcx", false, now, &a) == PN_REFUSE);
     CHECK(decide(s, &pol, svc_cert, NULL, false, now, &a) == PN_REFUSE);
+    /* A refusal is logged: the client's own bytes cannot break the line. */
+    CHECK(decide(s, &pol, svc_cert, "x\ny\x1b", false, now, &a) == PN_REFUSE);
+    CHECK(why(&a, "client id 'x?y?' is not the service's name"));
 
     /* ... and no device may take a service's name: first connect (JITP)
      * or pinned. */
