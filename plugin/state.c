@@ -122,12 +122,20 @@ void pn_state_del_ca(struct pn_state *s, const char *hex_id)
     pn_ca_free(pn_map_del(s->cas, hex_id, strlen(hex_id)));
 }
 
-static struct pn_device *device_alloc(const char *identifier)
+/* A new device in the identifier map (not yet in the by-id map). */
+static struct pn_device *device_add(struct pn_state *s, const char *identifier)
 {
     size_t n = strlen(identifier);
+    int err = 0;
     struct pn_device *d = calloc(1, sizeof(*d) + n + 1);
-    if (d)
-        memcpy(d->identifier, identifier, n + 1);
+    if (!d)
+        return NULL;
+    memcpy(d->identifier, identifier, n + 1);
+    pn_map_put(s->devices, d, &err);
+    if (err) {
+        free(d);
+        return NULL;
+    }
     return d;
 }
 
@@ -163,16 +171,8 @@ struct pn_device *pn_state_put_device(struct pn_state *s, int64_t id, const char
             drop_pins(s, d);
         }
     }
-    if (!d) {
-        d = device_alloc(identifier);
-        if (!d)
-            return NULL;
-        pn_map_put(s->devices, d, &err);
-        if (err) {
-            free(d);
-            return NULL;
-        }
-    }
+    if (!d && !(d = device_add(s, identifier)))
+        return NULL;
     if (d->id != id) {
         if (d->id)
             pn_map_del(s->devices_by_id, &d->id, sizeof(d->id));
@@ -190,21 +190,13 @@ struct pn_device *pn_state_put_device(struct pn_state *s, int64_t id, const char
 struct pn_device *pn_state_add_pending_device(struct pn_state *s, const char *identifier,
                                               int64_t org_id, int64_t product_id)
 {
-    int err = 0;
     struct pn_device *d = pn_map_get(s->devices, identifier, strlen(identifier));
     if (d) {
         if (d->status != PN_GONE)
             return d;
         drop_pins(s, d);
-    } else {
-        d = device_alloc(identifier);
-        if (!d)
-            return NULL;
-        pn_map_put(s->devices, d, &err);
-        if (err) {
-            free(d);
-            return NULL;
-        }
+    } else if (!(d = device_add(s, identifier))) {
+        return NULL;
     }
     if (d->id)
         pn_map_del(s->devices_by_id, &d->id, sizeof(d->id));
