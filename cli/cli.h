@@ -92,6 +92,14 @@ void cli_print_obj(struct cli_ctx *ctx, json_t *obj);
  * printing an error. */
 json_t *cli_tags(const char *csv);
 
+/* cli_tags, serialised for an SQL parameter.  NULL after printing an
+ * error.  Caller frees. */
+char *cli_tags_text(const char *csv);
+
+/* Validates a device identifier (SPEC section 2, and not reserved);
+ * prints an error and returns -1 if it is not one. */
+int cli_check_identifier(const char *identifier);
+
 /* Validates an org, product or key name (^[A-Za-z0-9._-]{1,64}$). */
 int cli_check_name(const char *what, const char *name);
 
@@ -110,6 +118,11 @@ int cli_org_id(struct cli_ctx *ctx, const char *org, char id[24]);
 /* Looks up a product of an org; prints an error and returns -1 if missing. */
 int cli_product_id(struct cli_ctx *ctx, const char *org_id, const char *org,
                    const char *product, char id[24]);
+
+/* Connects, then looks up ORG and its PRODUCT; prints an error and returns
+ * -1 if any of that fails. */
+int cli_org_product(struct cli_ctx *ctx, const char *org, const char *product, char org_id[24],
+                    char product_id[24]);
 
 extern const struct cli_cmd cli_db_cmds[], cli_org_cmds[], cli_product_cmds[], cli_ca_cmds[],
     cli_device_cmds[], cli_key_cmds[], cli_service_cmds[], cli_firmware_cmds[];

@@ -70,14 +70,11 @@ static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
         return 1;
     if (pn_semver_req_valid(req, &err) < 0)
         return cli_fail("--version: %s", err.msg);
-    json_t *tags = cli_tags(tags_csv);
-    if (!tags)
+    char *tags_text = cli_tags_text(tags_csv);
+    if (!tags_text)
         return 1;
-    char *tags_text = cli_json_text(tags);
-    json_decref(tags);
     rc = 1;
-    if (!cli_db(ctx) || cli_org_id(ctx, pos[0], org_id) < 0 ||
-        cli_product_id(ctx, org_id, pos[0], pos[1], product_id) < 0)
+    if (cli_org_product(ctx, pos[0], pos[1], org_id, product_id) < 0)
         goto out;
     const char *fv[] = {fw, org_id, product_id};
     PGresult *res = pn_db_q(ctx->db, &err,

@@ -28,11 +28,8 @@ static int cmd_cert(struct cli_ctx *ctx, int argc, char **argv)
         return rc;
     if (!cadir || !ident || !out)
         return cli_fail("device cert needs --ca DIR, --id IDENTIFIER and --out DIR");
-    if (!pn_ident_valid(ident))
-        return cli_fail("invalid device identifier '%s': use 1-128 characters of A-Z a-z 0-9 . _ : -",
-                        ident);
-    if (pn_ident_reserved(ident))
-        return cli_fail("device identifier '%s' is reserved", ident);
+    if (cli_check_identifier(ident) < 0)
+        return 1;
     if (strcmp(keytype, "ec") != 0 && strcmp(keytype, "rsa") != 0)
         return cli_fail("--key must be ec or rsa");
     long days = 3650;
@@ -133,19 +130,13 @@ static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
     char org_id[24], product_id[24], state[6];
     if (cli_parse(ctx, argc, argv, opts, pos, 3, 3, &rc) < 0)
         return rc;
-    if (!pn_ident_valid(pos[2]))
-        return cli_fail("invalid device identifier '%s': use 1-128 characters of "
-                        "A-Z a-z 0-9 . _ : -", pos[2]);
-    if (pn_ident_reserved(pos[2]))
-        return cli_fail("device identifier '%s' is reserved", pos[2]);
-    json_t *tags = cli_tags(tags_csv);
-    if (!tags)
+    if (cli_check_identifier(pos[2]) < 0)
         return 1;
-    char *tags_text = cli_json_text(tags);
-    json_decref(tags);
+    char *tags_text = cli_tags_text(tags_csv);
+    if (!tags_text)
+        return 1;
     rc = 1;
-    if (!cli_db(ctx) || cli_org_id(ctx, pos[0], org_id) < 0 ||
-        cli_product_id(ctx, org_id, pos[0], pos[1], product_id) < 0)
+    if (cli_org_product(ctx, pos[0], pos[1], org_id, product_id) < 0)
         goto out;
     /* A service NAME connects as NAME or NAME-...: no device may. */
     const char *sv[] = {pos[2]};

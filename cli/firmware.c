@@ -185,8 +185,7 @@ static int cmd_fw_upload(struct cli_ctx *ctx, int argc, char **argv)
     if (!realpath(dir, absdir))
         return cli_fail("artifact directory %s: %s", dir, strerror(errno));
     dir = absdir;
-    if (!cli_db(ctx) || cli_org_id(ctx, org, org_id) < 0 ||
-        cli_product_id(ctx, org_id, org, product, product_id) < 0)
+    if (cli_org_product(ctx, org, product, org_id, product_id) < 0)
         return 1;
     if ((nkeys = org_keys(ctx, org_id, &keys, &names)) < 0)
         return 1;

@@ -326,6 +326,34 @@ json_t *cli_tags(const char *csv)
     return tags;
 }
 
+char *cli_tags_text(const char *csv)
+{
+    json_t *tags = cli_tags(csv);
+    char *text = tags ? cli_json_text(tags) : NULL;
+    json_decref(tags);
+    return text;
+}
+
+int cli_check_identifier(const char *identifier)
+{
+    if (!pn_ident_valid(identifier))
+        return cli_fail("invalid device identifier '%s': use 1-128 characters of "
+                        "A-Z a-z 0-9 . _ : -", identifier),
+               -1;
+    if (pn_ident_reserved(identifier))
+        return cli_fail("device identifier '%s' is reserved", identifier), -1;
+    return 0;
+}
+
+int cli_org_product(struct cli_ctx *ctx, const char *org, const char *product, char org_id[24],
+                    char product_id[24])
+{
+    if (!cli_db(ctx) || cli_org_id(ctx, org, org_id) < 0 ||
+        cli_product_id(ctx, org_id, org, product, product_id) < 0)
+        return -1;
+    return 0;
+}
+
 int cli_check_name(const char *what, const char *name)
 {
     if (pn_name_valid(name))
