@@ -28,7 +28,7 @@ bool pn_ident_valid(const char *s)
 
 bool pn_ident_reserved(const char *s)
 {
-    return s && strcmp(s, "events") == 0;
+    return s && strcmp(s, PN_EVENTS_LEVEL) == 0;
 }
 
 bool pn_tag_valid(const char *s)

@@ -17,6 +17,7 @@ bool pn_ident_valid(const char *s);
 /* Valid identifiers no device may have: "events" (R/events/... carries
  * the plugin's and services' events, never a device tree). */
 bool pn_ident_reserved(const char *s);
+#define PN_EVENTS_LEVEL "events" /* R/events/... */
 /* Tags: ^[A-Za-z0-9._:-]{1,64}$ */
 bool pn_tag_valid(const char *s);
 /* Org, product and key names: ^[A-Za-z0-9._-]{1,64}$ */

@@ -18,6 +18,7 @@
 
 #include "cert.h"
 #include "db.h"
+#include "ident.h"
 #include "trust.h"
 
 #define SEEN_FLUSH_S 1     /* last_seen writes are batched at most once a second */
@@ -622,8 +623,8 @@ static void publish_registration(struct pn_sync *s, const struct pn_pin_req *r,
                            "certificateRegistrationTimestamp", (json_int_t)pinned_ms);
     struct pn_op *op = pn_op_new(PN_OP_PUBLISH);
     char topic[256];
-    snprintf(topic, sizeof(topic), "%s/events/certificates/registered/%s", s->cfg.topic_root,
-             r->ca_id);
+    snprintf(topic, sizeof(topic), "%s/" PN_EVENTS_LEVEL "/certificates/registered/%s",
+             s->cfg.topic_root, r->ca_id);
     if (!ev || !op || !(op->payload = json_dumps(ev, JSON_COMPACT)) || !(op->text = strdup(topic))) {
         json_decref(ev);
         pn_op_free(op);
