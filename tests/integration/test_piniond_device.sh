@@ -192,7 +192,7 @@ assert_eq "a chunk at another offset is not written" "$(part_size)" 1000
 chunk "$U" 1000 "$(stat -c %s "$T/fw110.fw")"
 wait_file 10 "$T/dev-v-chunks.log" '^status failed: download is larger than the manifest says' ||
     fail "a chunk running past the manifest's size fails the download" "$(tail -3 "$T/dev-v-chunks.log")"
-assert_eq "... before writing it (the partial file is gone)" "$(part_size)" none
+assert_eq "... and the partial file is gone" "$(part_size)" none
 publish fleet/v-chunks/down/update "$(craft v-chunks 2)"
 wait_file 10 "$T/dev-v-chunks.log" '^accepted manifest 2 ' || bail_out "v-chunks did not accept 2"
 chunk "$U" 0 1000
