@@ -76,6 +76,14 @@ int main(int argc, char **argv)
         }
         pn_state_put_pin(s, id, d, spki, time(NULL) + 86400, PN_ACTIVE);
     }
+    /* A few service identities, as in production (piniond and friends):
+     * every CONNECT checks the identifier against their client ids. */
+    for (int i = 0; i < 4; i++) {
+        unsigned char sid[PN_SHA256];
+        randombytes_buf(sid, sizeof(sid));
+        snprintf(name, sizeof(name), "service-%d", i);
+        pn_state_put_service(s, sid, name, time(NULL) + 86400);
+    }
     double build = bench_now() - t0;
     long rss1 = bench_rss_kib();
     printf("state: %ld devices + %ld pins built in %.2f s, RSS +%.1f MiB (%.0f bytes per device)\n",
