@@ -54,13 +54,11 @@ static PGconn *finish_connect(PGconn *db, struct pn_err *err)
     return db;
 }
 
-PGresult *pn_db_exec(PGconn *db, const char *sql, int n, const char *const *values,
-                     const int *lengths, const int *formats, char sqlstate[6],
-                     struct pn_err *err)
+/* res if the statement succeeded; else NULL with err (and sqlstate) set. */
+static PGresult *checked(PGconn *db, PGresult *res, char sqlstate[6], struct pn_err *err)
 {
     if (sqlstate)
         sqlstate[0] = '\0';
-    PGresult *res = PQexecParams(db, sql, n, NULL, values, lengths, formats, 0);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
         return res;
@@ -79,6 +77,27 @@ PGresult *pn_db_exec(PGconn *db, const char *sql, int n, const char *const *valu
     }
     PQclear(res);
     return NULL;
+}
+
+PGresult *pn_db_exec(PGconn *db, const char *sql, int n, const char *const *values,
+                     const int *lengths, const int *formats, char sqlstate[6],
+                     struct pn_err *err)
+{
+    return checked(db, PQexecParams(db, sql, n, NULL, values, lengths, formats, 0), sqlstate,
+                   err);
+}
+
+int pn_db_prepare(PGconn *db, const char *name, const char *sql, int n, struct pn_err *err)
+{
+    PGresult *res = checked(db, PQprepare(db, name, sql, n, NULL), NULL, err);
+    PQclear(res);
+    return res ? 0 : -1;
+}
+
+PGresult *pn_db_q_prepared(PGconn *db, struct pn_err *err, const char *name, int n,
+                           const char *const *values)
+{
+    return checked(db, PQexecPrepared(db, name, n, values, NULL, NULL, 0), NULL, err);
 }
 
 PGresult *pn_db_q(PGconn *db, struct pn_err *err, const char *sql, int n,

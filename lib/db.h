@@ -39,6 +39,12 @@ PGresult *pn_db_exec(PGconn *db, const char *sql, int n, const char *const *valu
 PGresult *pn_db_q(PGconn *db, struct pn_err *err, const char *sql, int n,
                   const char *const *values);
 
+/* A statement run often (once per firmware chunk): planned once per
+ * connection with pn_db_prepare, then run by name with text parameters. */
+int pn_db_prepare(PGconn *db, const char *name, const char *sql, int n, struct pn_err *err);
+PGresult *pn_db_q_prepared(PGconn *db, struct pn_err *err, const char *name, int n,
+                           const char *const *values);
+
 /* Runs a statement whose result is not needed.  0 / -1. */
 int pn_db_cmd(PGconn *db, struct pn_err *err, const char *sql, int n,
               const char *const *values);

@@ -28,6 +28,19 @@ static void put_be(unsigned char *p, uint64_t v, int bytes)
     }
 }
 
+int pd_chunks_prepare(struct pd *pd, struct pn_err *err)
+{
+    /* Planning this join costs ~1 ms, running it ~0.1 ms: plan it once. */
+    return pn_db_prepare(pd->db, PD_CHUNK_STMT,
+                         "SELECT f.artifact, f.size FROM devices d "
+                         "JOIN device_updates u ON u.device_id = d.id "
+                         "JOIN deployments dp ON dp.id = u.deployment_id "
+                         "JOIN firmware f ON f.id = dp.firmware_id "
+                         "WHERE d.identifier = $1 AND d.status = 'active' AND f.uuid = $2 "
+                         "AND f.status = 'active' AND u.state IN " INFLIGHT " LIMIT 1",
+                         2, err);
+}
+
 void pd_handle_get(struct pd *pd, const char *identifier, const void *payload, int len)
 {
     struct pn_err err;
@@ -58,14 +71,7 @@ void pd_handle_get(struct pd *pd, const char *identifier, const void *payload, i
     json_decref(j);
 
     const char *v[] = {identifier, uuid_s};
-    PGresult *r = pn_db_q(pd->db, &err,
-                          "SELECT f.artifact, f.size FROM devices d "
-                          "JOIN device_updates u ON u.device_id = d.id "
-                          "JOIN deployments dp ON dp.id = u.deployment_id "
-                          "JOIN firmware f ON f.id = dp.firmware_id "
-                          "WHERE d.identifier = $1 AND d.status = 'active' AND f.uuid = $2 "
-                          "AND f.status = 'active' AND u.state IN " INFLIGHT " LIMIT 1",
-                          2, v);
+    PGresult *r = pn_db_q_prepared(pd->db, &err, PD_CHUNK_STMT, 2, v);
     if (!r) {
         pd_log("chunk request from %s: %s", identifier, err.msg);
         return;

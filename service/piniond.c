@@ -164,7 +164,7 @@ static int ensure_db(struct pd *pd)
         pd_log("database connection lost; reconnecting");
     }
     pd->db = pn_db_connect_app(pd->cfg.database, "piniond", 5, &err);
-    if (!pd->db || pn_db_check_schema(pd->db, &err) < 0) {
+    if (!pd->db || pn_db_check_schema(pd->db, &err) < 0 || pd_chunks_prepare(pd, &err) < 0) {
         if (pd->db)
             PQfinish(pd->db);
         pd->db = NULL;

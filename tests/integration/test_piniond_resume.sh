@@ -8,7 +8,9 @@
 #     carries on from where it was;
 #   - piniond released each device exactly once (manifest sequence 1): the
 #     resumes needed no re-issue;
-#   - a manifest it has finished (installed) is still not taken again.
+#   - a manifest it has finished (installed) is still not taken again;
+#   - piniond losing its database connection mid-download reconnects and
+#     serves the rest.
 . "$PINION_SOURCE/tests/harness/lib.sh"
 . "$PINION_SOURCE/tests/harness/broker.sh"
 . "$PINION_SOURCE/tests/harness/piniond.sh"
@@ -55,6 +57,10 @@ else
     bail_out "kill-1 was not stopped mid-download ($had of $total bytes)"
 fi
 
+# piniond's database connection is cut meanwhile: it reconnects (and
+# prepares its chunk lookup again) before serving the rest.
+sql "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+     WHERE application_name = 'piniond' AND datname = current_database()" >/dev/null
 start_device kill-1 --chunk 4096
 wait_sql 60 "SELECT firmware_uuid FROM devices WHERE identifier = 'kill-1'" "$FW" ||
     fail "kill-1 finished the update after its restart" "firmware_uuid is $OUT"
@@ -70,6 +76,8 @@ assert_eq "kill-1's installed image is the packed one" \
 assert_eq "kill-1: one release, sequence 1, complete" \
     "$(sql "SELECT d.manifest_sequence || ' ' || u.state FROM devices d
             JOIN device_updates u ON u.device_id = d.id WHERE d.identifier = 'kill-1'")" "1 complete"
+assert_match "piniond reconnected to the database" "$(cat "${PD_LOG[p1]}")" \
+    'database connection lost; reconnecting'
 assert_eq "piniond released kill-1 once" \
     "$(grep -c 'released sensor 1.2.0 to kill-1 ' "${PD_LOG[p1]}")" 1
 
