@@ -18,6 +18,7 @@
 #include <sodium.h>
 
 #include "check.h"
+#include "zipread.h"
 #include "fsutil.h"
 #include "fw.h"
 #include "fwkey.h"
@@ -66,41 +67,6 @@ static double now(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-/* One entry of a zip that libarchive reads independently of lib/fw. */
-static unsigned char *zip_entry(const char *path, const char *entry, size_t *len)
-{
-    struct archive *a = archive_read_new();
-    struct archive_entry *e;
-    unsigned char *buf = NULL;
-    archive_read_support_format_zip(a);
-    if (archive_read_open_filename(a, path, 16384) != ARCHIVE_OK) {
-        archive_read_free(a);
-        return NULL;
-    }
-    while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
-        if (strcmp(archive_entry_pathname(e), entry) != 0)
-            continue;
-        size_t cap = 1 << 16, n = 0;
-        buf = malloc(cap);
-        for (;;) {
-            if (n == cap) {
-                unsigned char *nb = realloc(buf, cap *= 2);
-                if (!nb)
-                    die("realloc");
-                buf = nb;
-            }
-            la_ssize_t r = archive_read_data(a, buf + n, cap - n);
-            if (r <= 0)
-                break;
-            n += (size_t)r;
-        }
-        *len = n;
-        break;
-    }
-    archive_read_free(a);
-    return buf;
 }
 
 static int verify(const char *path, const struct pn_fw_key *keys, size_t n,

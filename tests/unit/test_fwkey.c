@@ -12,6 +12,7 @@
 #include <sodium.h>
 
 #include "check.h"
+#include "zipread.h"
 #include "fsutil.h"
 #include "fwkey.h"
 
@@ -40,55 +41,6 @@ static void put(const char *name, const void *data, size_t len)
 static void put_str(const char *name, const char *s)
 {
     put(name, s, strlen(s));
-}
-
-/* Reads one entry of a zip with libarchive.  Returns a malloc'd buffer, or
- * NULL if the archive has no such entry. */
-static unsigned char *zip_entry(const char *path, const char *entry, size_t *len)
-{
-    struct archive *a = archive_read_new();
-    struct archive_entry *e;
-    unsigned char *buf = NULL;
-
-    archive_read_support_format_zip(a);
-    if (archive_read_open_filename(a, path, 16384) != ARCHIVE_OK) {
-        fprintf(stderr, "%s: %s\n", path, archive_error_string(a));
-        archive_read_free(a);
-        return NULL;
-    }
-    while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
-        if (strcmp(archive_entry_pathname(e), entry) != 0)
-            continue;
-        size_t cap = 4096, n = 0;
-        buf = malloc(cap);
-        if (!buf)
-            break;
-        for (;;) {
-            if (n == cap) {
-                unsigned char *nb = realloc(buf, cap *= 2);
-                if (!nb) {
-                    free(buf);
-                    buf = NULL;
-                    break;
-                }
-                buf = nb;
-            }
-            la_ssize_t r = archive_read_data(a, buf + n, cap - n);
-            if (r < 0) {
-                fprintf(stderr, "%s: %s\n", path, archive_error_string(a));
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            if (r == 0)
-                break;
-            n += (size_t)r;
-        }
-        *len = n;
-        break;
-    }
-    archive_read_free(a);
-    return buf;
 }
 
 static int err_has(const struct pn_err *err, const char *a, const char *b)
