@@ -319,21 +319,8 @@ wait_until() {
     return 1
 }
 
-free_port() {
-    local start=$((56000 + RANDOM % 1000)) n p
-    for ((n = 0; n < 1000; n++)); do
-        p=$((56000 + (start - 56000 + n) % 1000))
-        if command -v ss >/dev/null 2>&1 && ss -Hltn "sport = :$p" 2>/dev/null | grep -q .; then
-            continue
-        fi
-        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            continue
-        fi
-        echo "$p"
-        return 0
-    done
-    return 1
-}
+. "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
+free_port() { free_port_in 56000; }
 
 # ---------------------------------------------------------------- exit
 

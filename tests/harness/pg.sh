@@ -24,6 +24,7 @@
 # Environment: PINION_PG_BIN overrides the bin directory, PINION_PG_USER the
 # unprivileged user used when running as root (default postgres).
 set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 PROG=pg.sh
 say() { printf '%s: %s\n' "$PROG" "$*"; }
@@ -140,24 +141,9 @@ do_stop() {
     return 0
 }
 
-# Prints a port in 55000-55999 on which nothing listens, neither over TCP on
-# loopback nor as a socket in our (fresh, empty) socket dir.
-pick_port() {
-    local start=$((55000 + (RANDOM % 1000))) n p
-    for n in $(seq 0 999); do
-        p=$((55000 + (start - 55000 + n) % 1000))
-        if command -v ss >/dev/null 2>&1; then
-            ss -Hltn "sport = :$p" 2>/dev/null | grep -q . && continue
-        fi
-        # A successful connect means something listens there.
-        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            continue
-        fi
-        echo "$p"
-        return 0
-    done
-    return 1
-}
+# Prints a port in 55000-55999 on which nothing listens on loopback (the
+# socket dir is fresh and empty anyway).
+pick_port() { free_port_in 55000; }
 
 do_start() {
     mkdir -p "$STATE_DIR" || die "cannot create state dir $STATE_DIR"
