@@ -9,6 +9,7 @@
 #   - a release check failing while every slot is taken (artifact altered on
 #     disk): the deployment pauses with the reason and its in-flight updates
 #     are cancelled, manifests cleared;
+#   - a deployment paused by hand keeps renewing its in-flight manifests;
 #   - piniond restarted with more than 1,000 in-flight updates re-issues
 #     every one of them, not just the first 1,000.
 . "$PINION_SOURCE/tests/harness/lib.sh"
@@ -16,7 +17,8 @@
 . "$PINION_SOURCE/tests/harness/piniond.sh"
 
 make_fleet
-for d in r-off r-on x-off x-on k-off; do
+FW110=$FW_UUID
+for d in r-off r-on x-off x-on k-off p-off; do
     o=$("$PINION" device create acme sensor "$d" --tags "${d%%-*}" 2>&1) || bail_out "device create $d: $o"
 done
 start_broker b1 || bail_out "broker: $OUT"
@@ -41,7 +43,7 @@ report_once() {
 }
 
 start_piniond p1 || bail_out "piniond: $OUT"
-for d in r-off x-off k-off; do report_once "$d"; done
+for d in r-off x-off k-off p-off; do report_once "$d"; done
 
 # ------------------------------------------------- revoked while in flight
 start_device r-on --run-for 120
@@ -123,6 +125,27 @@ assert_match "k-off's update is cancelled with that reason" "$(update_of k-off)"
     '^cancelled\|release check failed: '
 assert_eq "... and its retained manifest cleared" "$(retained k-off)" 0
 stop_piniond p3
+
+# ------------------------------------------------- paused by hand: in flight goes on
+# The device in flight keeps a valid manifest: it is renewed at half of
+# manifest_ttl (60 s here, the smallest allowed) although the deployment
+# is paused.
+start_piniond p5 "manifest_ttl = 60" || bail_out "piniond p5: $OUT"
+"$PINION" deployment create acme sensor dp --firmware "$FW110" --tags p --concurrency 1 \
+    >/dev/null || bail_out "deployment create dp"
+"$PINION" deployment start acme dp >/dev/null || bail_out "deployment start dp"
+wait_sql 20 "SELECT u.state FROM device_updates u JOIN devices d ON d.id = u.device_id WHERE d.identifier = 'p-off'" released ||
+    bail_out "p-off was not released: $OUT"
+"$PINION" deployment pause acme dp >/dev/null || bail_out "deployment pause dp"
+if wait_sql 50 "SELECT manifest_sequence FROM devices WHERE identifier = 'p-off'" 2; then
+    pass "p-off's manifest is renewed while its deployment is paused"
+else
+    fail "p-off's manifest is renewed while its deployment is paused" "sequence $OUT"
+fi
+assert_eq "... the deployment stays paused and p-off in flight" \
+    "$(sql "SELECT state FROM deployments WHERE name = 'dp'")|$(update_of p-off)" "paused|released|"
+assert_eq "... and the renewed manifest is retained for it" "$(retained p-off)" 1
+stop_piniond p5
 
 # ------------------------------------------------- restart with > 1,000 in flight
 N=1100
