@@ -72,6 +72,8 @@ void pd_handle_get(struct pd *pd, const char *identifier, const void *payload, i
 
     const char *v[] = {identifier, uuid_s};
     PGresult *r = pn_db_q_prepared(pd->db, &err, PD_CHUNK_STMT, 2, v);
+    if (!r && pd->db && PQstatus(pd->db) != CONNECTION_OK && pd_ensure_db(pd) == 0)
+        r = pn_db_q_prepared(pd->db, &err, PD_CHUNK_STMT, 2, v); /* once, reconnected */
     if (!r) {
         pd_log("chunk request from %s: %s", identifier, err.msg);
         return;

@@ -153,7 +153,7 @@ static long now_ms(void)
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-static int ensure_db(struct pd *pd)
+int pd_ensure_db(struct pd *pd)
 {
     struct pn_err err;
     if (pd->db && PQstatus(pd->db) == CONNECTION_OK)
@@ -258,7 +258,7 @@ int main(int argc, char **argv)
         if (now_ms() - last_tick < pd.cfg.tick_ms || !pd.mq_connected)
             continue;
         last_tick = now_ms();
-        if (ensure_db(&pd) < 0)
+        if (pd_ensure_db(&pd) < 0)
             continue;
         if (!renewed_all) {
             /* An earlier process may have recorded releases it never

@@ -80,6 +80,10 @@ int pd_renew(struct pd *pd, time_t issued_before);
  * without a status report.  Their retained manifests are cleared and their
  * slots freed; the devices may be released to again later. */
 int pd_end_stale(struct pd *pd);
+/* piniond.c: (re)connects to the database if the connection is gone, and
+ * prepares what the new connection needs.  0 / -1 (logged). */
+int pd_ensure_db(struct pd *pd);
+
 /* chunks.c: prepares the chunk lookup on a new connection (0 / -1). */
 #define PD_CHUNK_STMT "pd_chunk_source"
 int pd_chunks_prepare(struct pd *pd, struct pn_err *err);

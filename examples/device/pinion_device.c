@@ -67,6 +67,7 @@ struct device {
     unsigned char uuid_bin[16]; /* m.firmware.uuid, as chunk headers carry it */
     uint64_t have;     /* bytes downloaded */
     int last_pct;      /* progress last reported */
+    time_t last_request; /* when the chunk being waited for was asked for */
     time_t last_report;
     int chunk;
     int fail_installs; /* test hook: fail this many installs */
@@ -176,7 +177,13 @@ static void request_chunk(struct device *d)
     snprintf(body, sizeof(body), "{\"uuid\":\"%s\",\"offset\":%llu,\"length\":%d}",
              d->m.firmware.uuid, (unsigned long long)d->have, d->chunk);
     mosquitto_publish(d->mq, NULL, topic, (int)strlen(body), body, 1, false);
+    d->last_request = time(NULL);
 }
+
+/* No answer for a while (the service restarted, or lost its database
+ * between request and answer): ask again.  A late duplicate answer is
+ * ignored (its offset is no longer the one wanted). */
+#define CHUNK_RETRY_S 10
 
 static void refuse(const char *why)
 {
@@ -535,6 +542,9 @@ int main(int argc, char **argv)
             while (!stop && !d.reboot) {
                 if (mosquitto_loop(d.mq, 100, 1) != MOSQ_ERR_SUCCESS)
                     break;
+                if (d.updating && d.last_request &&
+                    time(NULL) - d.last_request >= CHUNK_RETRY_S)
+                    request_chunk(&d);
                 if (run_for > 0 && difftime(time(NULL), start) >= run_for)
                     stop = 1;
             }
