@@ -133,6 +133,7 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
     }
     p->cfg.topic_root = p->topic_root;
     p->policy.topic_root = p->topic_root;
+    p->cfg.rotation = p->policy.rotation;
     return 0;
 }
 

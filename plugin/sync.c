@@ -387,6 +387,7 @@ struct pn_sync *pn_sync_new(const struct pn_sync_config *cfg)
     s->cfg.trust_dir = strdup(cfg->trust_dir);
     s->cfg.topic_root = strdup(cfg->topic_root);
     s->cfg.resync_s = cfg->resync_s;
+    s->cfg.rotation = cfg->rotation;
     s->seen_dev = json_array();
     s->seen_cert = json_array();
     s->ops_tail = &s->ops;
@@ -635,19 +636,103 @@ static void publish_registration(struct pn_sync *s, const struct pn_pin_req *r,
     push_op(s, op);
 }
 
+/* The rotation policy of admit.c, enforced again where pins are stored:
+ * two brokers may each admit another key for one device at the same
+ * moment, each right for what it knows.  The caller holds the device row
+ * FOR UPDATE, so the pins of one device are stored one at a time and this
+ * query (a new statement: READ COMMITTED gives it a new snapshot) sees
+ * every pin committed before.  The certificate itself is left out: it may
+ * be a retry, or the same certificate pinned by another broker.  *why is
+ * set (static text) when the policy refuses. */
+static int rotation_check(struct pn_sync *s, const struct pn_pin_req *r, const char *device_id,
+                          const char **why, struct pn_err *err)
+{
+    *why = NULL;
+    if (s->cfg.rotation == PN_ROTATE_ANY)
+        return 0;
+    const char *v[] = {device_id, r->cert_id, r->spki};
+    PGresult *res = pn_db_q(s->db, err,
+                            "SELECT count(*), count(*) FILTER (WHERE spki_sha256 = $3) "
+                            "FROM device_certificates "
+                            "WHERE device_id = $1 AND status = 'active' AND id <> $2",
+                            3, v);
+    if (!res)
+        return -1;
+    long long active = col_i64(res, 0, 0), same_key = col_i64(res, 0, 1);
+    PQclear(res);
+    if (active == 0)
+        return 0;
+    if (s->cfg.rotation == PN_ROTATE_NONE)
+        *why = "device already has a pinned certificate (rotation none), pinned meanwhile by "
+               "another broker";
+    else if (same_key == 0)
+        *why = "certificate has a different key than the device's pinned one (rotation "
+               "same_key), pinned meanwhile by another broker";
+    return 0;
+}
+
 /* Persists one pin (and its JITP device) in one transaction.  Returns 0
  * when done (stored, or refused for good), -1 when the database failed and
- * the request should be retried. */
+ * the request should be retried.
+ *
+ * The broker admitted the certificate from memory, which may be behind the
+ * database: the rules that depend on other writers are checked again here,
+ * under locks, so that what is stored never breaks them (issue 10):
+ *  - the CA row is read FOR SHARE.  `ca disable/revoke` lock it FOR UPDATE
+ *    first, so either this transaction commits before their cascade UPDATE
+ *    runs (which then revokes the new pin), or it waits for them and then
+ *    reads the new status (READ COMMITTED re-reads a row it waited for);
+ *  - the device row is locked FOR UPDATE before the rotation check.
+ * A certificate already stored (a retry after a lost COMMIT answer, or the
+ * same certificate pinned by another broker) is not judged again: its row
+ * is the truth, and brokers follow it. */
 static int persist_pin(struct pn_sync *s, const struct pn_pin_req *r)
 {
     struct pn_err err;
     PGresult *res = NULL;
-    char org_id[24], product_id[24], device_id[24];
+    const char *why = NULL;
+    char org_id[24], product_id[24], device_id[24], ca_status[16] = "";
     snprintf(org_id, sizeof(org_id), "%lld", (long long)r->org_id);
     snprintf(product_id, sizeof(product_id), "%lld", (long long)r->product_id);
 
-    if (pn_db_begin(s->db, &err) < 0)
+    /* Explicit: the locking argument above needs READ COMMITTED, whatever
+     * default_transaction_isolation says. */
+    if (pn_db_cmd(s->db, &err, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL) < 0)
         goto dberr;
+    const char *av[] = {r->ca_id};
+    res = pn_db_q(s->db, &err, "SELECT status FROM ca_certificates WHERE id = $1 FOR SHARE", 1, av);
+    if (!res)
+        goto dberr;
+    if (PQntuples(res) == 1)
+        snprintf(ca_status, sizeof(ca_status), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    /* Read after the CA lock: sees a pin another broker committed before
+     * a revocation that this transaction waited for. */
+    const char *kv[] = {r->cert_id, r->identifier};
+    res = pn_db_q(s->db, &err,
+                  "SELECT d.identifier = $2 FROM device_certificates c "
+                  "JOIN devices d ON d.id = c.device_id WHERE c.id = $1",
+                  2, kv);
+    if (!res)
+        goto dberr;
+    if (PQntuples(res) == 1) {
+        bool mine = PQgetvalue(res, 0, 0)[0] == 't';
+        PQclear(res);
+        pn_db_rollback(s->db);
+        if (!mine)
+            unpin(s, r, "certificate is pinned to another device");
+        return 0;
+    }
+    PQclear(res);
+    res = NULL;
+    if (strcmp(ca_status, "active") != 0) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "CA %.16s was %s before the pin was stored", r->ca_id,
+                 ca_status[0] ? ca_status : "deleted");
+        pn_db_rollback(s->db);
+        unpin(s, r, msg);
+        return 0;
+    }
     if (r->jitp_tags) {
         const char *v[] = {r->identifier, org_id, product_id, r->jitp_tags};
         if (pn_db_cmd(s->db, &err,
@@ -666,10 +751,9 @@ static int persist_pin(struct pn_sync *s, const struct pn_pin_req *r)
         goto dberr;
     if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 1), org_id) != 0 ||
         PQgetvalue(res, 0, 2)[0] != 'a') {
-        const char *why = PQntuples(res) != 1 ? "device no longer exists"
-                          : PQgetvalue(res, 0, 2)[0] != 'a'
-                              ? "device is revoked"
-                              : "device belongs to another organisation";
+        why = PQntuples(res) != 1               ? "device no longer exists"
+              : PQgetvalue(res, 0, 2)[0] != 'a' ? "device is revoked"
+                                                : "device belongs to another organisation";
         PQclear(res);
         pn_db_rollback(s->db);
         unpin(s, r, why);
@@ -679,6 +763,14 @@ static int persist_pin(struct pn_sync *s, const struct pn_pin_req *r)
     snprintf(device_id, sizeof(device_id), "%s", PQgetvalue(res, 0, 0));
     snprintf(org, sizeof(org), "%s", PQgetvalue(res, 0, 3));
     PQclear(res);
+    res = NULL;
+    if (rotation_check(s, r, device_id, &why, &err) < 0)
+        goto dberr;
+    if (why) {
+        pn_db_rollback(s->db);
+        unpin(s, r, why);
+        return 0;
+    }
 
     const char *cv[] = {r->cert_id,   device_id,    r->ca_id,       r->serial,
                         r->ski[0] ? r->ski : NULL,  r->aki[0] ? r->aki : NULL,
@@ -687,9 +779,8 @@ static int persist_pin(struct pn_sync *s, const struct pn_pin_req *r)
     int fmts[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
     res = pn_db_exec(s->db,
                      "INSERT INTO device_certificates (id, device_id, ca_id, serial, ski, aki, "
-                     "spki_sha256, not_before, not_after, der, last_used) VALUES ($1, $2, "
-                     "(SELECT id FROM ca_certificates WHERE id = $3), $4, $5, $6, $7, $8, $9, "
-                     "$10, now()) ON CONFLICT (id) DO NOTHING "
+                     "spki_sha256, not_before, not_after, der, last_used) VALUES ($1, $2, $3, "
+                     "$4, $5, $6, $7, $8, $9, $10, now()) ON CONFLICT (id) DO NOTHING "
                      "RETURNING (extract(epoch FROM pinned_at) * 1000)::bigint",
                      10, cv, lens, fmts, NULL, &err);
     if (!res)
@@ -698,13 +789,14 @@ static int persist_pin(struct pn_sync *s, const struct pn_pin_req *r)
     PQclear(res);
     res = NULL;
     if (pinned_ms < 0) {
-        /* Already pinned (another broker, or a retry): fine if it is ours. */
-        const char *kv[] = {r->cert_id, device_id};
+        /* Stored meanwhile by another broker (it committed while this
+         * transaction waited for the device row): fine if it is ours. */
+        const char *mv[] = {r->cert_id, device_id};
         res = pn_db_q(s->db, &err,
-                      "SELECT 1 FROM device_certificates WHERE id = $1 AND device_id = $2", 2, kv);
+                      "SELECT 1 FROM device_certificates WHERE id = $1 AND device_id = $2", 2, mv);
         if (!res)
             goto dberr;
-        int mine = PQntuples(res) == 1;
+        bool mine = PQntuples(res) == 1;
         PQclear(res);
         res = NULL;
         pn_db_rollback(s->db);

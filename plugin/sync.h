@@ -9,6 +9,7 @@
 
 #include "err.h"
 #include "ops.h"
+#include "policy.h"
 #include "state.h"
 
 struct pn_sync;
@@ -18,6 +19,8 @@ struct pn_sync_config {
     const char *trust_dir;
     const char *topic_root;
     int resync_s;
+    /* The broker's rotation policy, checked again when a pin is stored. */
+    enum pn_rotation rotation;
 };
 
 /* Copies the configuration.  NULL on allocation failure. */
