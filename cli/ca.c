@@ -477,13 +477,24 @@ static int set_status(struct cli_ctx *ctx, int argc, char **argv, const char *to
         return rc;
     if (!cli_db(ctx) || cli_resolve_cert(ctx, 'c', pos[0], id) < 0)
         return 1;
-    if (pn_db_begin(ctx->db, &err) < 0)
+    /* Brokers store new pins in transactions that read the CA row FOR
+     * SHARE (plugin/sync.c).  Locking it FOR UPDATE first makes each such
+     * transaction either wait for this one and then see the new status, or
+     * commit before the lock is granted; READ COMMITTED (explicit: it gives
+     * each statement a new snapshot) then lets the cascade UPDATE below see
+     * and revoke the pins those committed. */
+    if (pn_db_cmd(ctx->db, &err, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL) < 0)
         return cli_fail_err(&err);
     const char *v[] = {id, to};
     PGresult *res = pn_db_q(ctx->db, &err,
                             "SELECT status FROM ca_certificates WHERE id = $1 FOR UPDATE", 1, v);
     if (!res)
         goto fail;
+    if (PQntuples(res) != 1) { /* deleted since it was resolved */
+        PQclear(res);
+        pn_db_rollback(ctx->db);
+        return cli_fail("no CA certificate with id %s", id);
+    }
     char was[16];
     snprintf(was, sizeof(was), "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
