@@ -910,10 +910,14 @@ static int refuse(struct verify *v, enum pn_fw_reason why, const char *fmt, ...)
 {
     v->info->reason = why;
     if (v->err) {
+        /* Through pn_err_set, which keeps an error to one line: libarchive's
+         * messages end in '\n' and entry names come from the archive. */
+        char msg[PN_ERR_MAX];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(v->err->msg, sizeof(v->err->msg), fmt, ap);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
+        pn_err_set(v->err, "%s", msg);
     }
     return -1;
 }

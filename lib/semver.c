@@ -2,7 +2,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,129 +116,145 @@ int pn_semver_cmp(const struct pn_semver *a, const struct pn_semver *b)
     return c ? c : cmp_pre(a->pre, b->pre);
 }
 
-/* One clause "OP VERSION".  For "~>" the version may have two parts. */
-static int clause(const char *text, size_t len, const struct pn_semver *v, bool *result)
+/* One clause "[OP] VERSION" at *p (no blank before it); *p moves past it.
+ * For "~>" the version may have two parts. */
+static int parse_clause(const char **p, struct pn_semver_clause *c)
 {
-    char buf[PN_SEMVER_MAX + 8], op[3] = "";
-    while (len && isspace((unsigned char)*text))
-        text++, len--;
-    while (len && isspace((unsigned char)text[len - 1]))
-        len--;
-    if (len == 0 || len >= sizeof(buf))
-        return -1;
-    memcpy(buf, text, len);
-    buf[len] = '\0';
-    char *p = buf;
-    static const char *const ops[] = {"==", "!=", ">=", "<=", "~>", ">", "<"};
+    static const struct {
+        const char *text;
+        enum pn_semver_op op;
+    } ops[] = {{"==", PN_SEMVER_EQ}, {"!=", PN_SEMVER_NE},    {">=", PN_SEMVER_GE},
+               {"<=", PN_SEMVER_LE}, {"~>", PN_SEMVER_TILDE}, {">", PN_SEMVER_GT},
+               {"<", PN_SEMVER_LT}};
+    const char *s = *p;
+    c->op = PN_SEMVER_EQ; /* a bare version means exactly that version */
     for (size_t i = 0; i < sizeof(ops) / sizeof(*ops); i++)
-        if (!strncmp(p, ops[i], strlen(ops[i]))) {
-            snprintf(op, sizeof(op), "%s", ops[i]);
-            p += strlen(ops[i]);
+        if (!strncmp(s, ops[i].text, strlen(ops[i].text))) {
+            c->op = ops[i].op;
+            s += strlen(ops[i].text);
             break;
         }
-    while (isspace((unsigned char)*p))
-        p++;
-    struct pn_semver want, upper;
-    if (!strcmp(op, "~>")) {
+    while (*s == ' ')
+        s++;
+    size_t len = strcspn(s, " ");
+    char buf[PN_SEMVER_MAX + 3];
+    if (len == 0 || len >= PN_SEMVER_MAX)
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    if (c->op == PN_SEMVER_TILDE) {
         /* ~> 1.2 means >= 1.2.0 and < 2.0.0-0; ~> 1.2.3 means < 1.3.0-0: as in
          * Elixir, the next line's prereleases (2.0.0-rc.1) are outside. */
-        char full[PN_SEMVER_MAX + 16];
+        size_t core = strcspn(buf, "-+");
         int dots = 0;
-        for (const char *q = p; *q && *q != '-' && *q != '+'; q++)
-            dots += *q == '.';
-        size_t pl = strlen(p);
-        memcpy(full, p, pl + 1);
-        if (dots == 1)
-            memcpy(full + pl, ".0", 3);
-        if (pn_semver_parse(full, &want, NULL) < 0 || dots < 1 || dots > 2)
+        for (size_t i = 0; i < core; i++)
+            dots += buf[i] == '.';
+        if (dots == 1 && core == len)
+            memcpy(buf + len, ".0", 3);
+        else if (dots != 2)
+            return -1; /* "~> 1", "~> 1.2-rc" (no third part to hang it on) */
+        if (pn_semver_parse(buf, &c->lo, NULL) < 0)
             return -1;
-        memset(&upper, 0, sizeof(upper));
-        if (dots == 1)
-            upper.major = want.major + 1;
-        else {
-            upper.major = want.major;
-            upper.minor = want.minor + 1;
-        }
-        upper.pre[0] = '0'; /* X.Y.0-0: the lowest version of that line */
-        if (v)
-            *result = pn_semver_cmp(v, &want) >= 0 && pn_semver_cmp(v, &upper) < 0;
-        return 0;
-    }
-    if (pn_semver_parse(p, &want, NULL) < 0)
+        memset(&c->hi, 0, sizeof(c->hi));
+        c->hi.major = c->lo.major + (dots == 1); /* no overflow: at most 19 digits */
+        c->hi.minor = dots == 1 ? 0 : c->lo.minor + 1;
+        c->hi.pre[0] = '0'; /* X.Y.0-0: the lowest version of that line */
+    } else if (pn_semver_parse(buf, &c->lo, NULL) < 0) {
         return -1;
-    if (!v)
-        return 0;
-    int c = pn_semver_cmp(v, &want);
-    if (!op[0] || !strcmp(op, "=="))
-        *result = c == 0;
-    else if (!strcmp(op, "!="))
-        *result = c != 0;
-    else if (!strcmp(op, ">="))
-        *result = c >= 0;
-    else if (!strcmp(op, "<="))
-        *result = c <= 0;
-    else if (!strcmp(op, ">"))
-        *result = c > 0;
-    else
-        *result = c < 0;
-    return 0;
-}
-
-/* Finds " WORD " (surrounded by spaces) in [s, s+len). */
-static const char *find_word(const char *s, size_t len, const char *word)
-{
-    size_t wl = strlen(word);
-    for (size_t i = 0; i + wl + 2 <= len; i++)
-        if (s[i] == ' ' && !strncmp(s + i + 1, word, wl) && s[i + wl + 1] == ' ')
-            return s + i;
-    return NULL;
-}
-
-/* Evaluates req against v (v NULL: syntax check only).  "or" of "and"s. */
-static int evaluate(const char *req, const struct pn_semver *v, bool *result)
-{
-    size_t len = strlen(req);
-    bool any = false;
-    const char *alt = req, *end = req + len;
-    while (alt < end) {
-        const char *o = find_word(alt, (size_t)(end - alt), "or");
-        const char *alt_end = o ? o : end;
-        bool all = true;
-        const char *c = alt;
-        while (c < alt_end) {
-            const char *a = find_word(c, (size_t)(alt_end - c), "and");
-            const char *c_end = a ? a : alt_end;
-            bool r = false;
-            if (clause(c, (size_t)(c_end - c), v, &r) < 0)
-                return -1;
-            all = all && r;
-            c = a ? a + 5 : alt_end;
-        }
-        any = any || all;
-        alt = o ? o + 4 : end;
     }
-    *result = any;
+    *p = s + len;
     return 0;
+}
+
+int pn_semver_req_parse(const char *req, struct pn_semver_req *out, struct pn_err *err)
+{
+    out->n = 0;
+    if (!req || !*req)
+        return 0;
+    if (strlen(req) > PN_SEMVER_REQ_MAX)
+        return pn_err_set(err, "version requirement is longer than %d bytes", PN_SEMVER_REQ_MAX);
+    const char *p = req;
+    bool new_branch = false;
+    for (;;) {
+        while (*p == ' ')
+            p++;
+        /* An empty clause or branch (" or 1.0.0", "1.0.0 or  or 2.0.0",
+         * "1.0.0 and ") is refused here: it used to count as true and so
+         * made the whole requirement match every version. */
+        if (out->n == PN_SEMVER_REQ_CLAUSES || parse_clause(&p, &out->c[out->n]) < 0)
+            break;
+        out->c[out->n++].new_branch = new_branch;
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            return 0;
+        if (!strncmp(p, "and ", 4))
+            new_branch = false, p += 4;
+        else if (!strncmp(p, "or ", 3))
+            new_branch = true, p += 3;
+        else
+            break;
+    }
+    out->n = 0;
+    pn_err_set(err,
+               "'%s' is not a version requirement (e.g. \"< 1.1.0\", "
+               "\">= 1.0.0 and < 2.0.0\", \"~> 1.2\", \"1.0.0 or 1.1.0\")",
+               req);
+    if (err)
+        pn_printable(err->msg); /* one line, whatever the text held */
+    return -1;
+}
+
+static bool clause_match(const struct pn_semver_clause *c, const struct pn_semver *v)
+{
+    int cmp = pn_semver_cmp(v, &c->lo);
+    switch (c->op) {
+    case PN_SEMVER_EQ:
+        return cmp == 0;
+    case PN_SEMVER_NE:
+        return cmp != 0;
+    case PN_SEMVER_GE:
+        return cmp >= 0;
+    case PN_SEMVER_LE:
+        return cmp <= 0;
+    case PN_SEMVER_GT:
+        return cmp > 0;
+    case PN_SEMVER_LT:
+        return cmp < 0;
+    case PN_SEMVER_TILDE:
+        return cmp >= 0 && pn_semver_cmp(v, &c->hi) < 0;
+    }
+    return false;
+}
+
+/* "and" binds tighter than "or": a branch holds while all its clauses do,
+ * the requirement when any branch does. */
+bool pn_semver_req_match(const struct pn_semver_req *req, const struct pn_semver *v)
+{
+    if (req->n == 0)
+        return true;
+    bool any = false, all = true;
+    for (size_t i = 0; i < req->n; i++) {
+        if (req->c[i].new_branch) {
+            any = any || all;
+            all = true;
+        }
+        all = all && clause_match(&req->c[i], v);
+    }
+    return any || all;
 }
 
 int pn_semver_req_valid(const char *req, struct pn_err *err)
 {
-    bool r;
-    if (!req || !*req)
-        return 0;
-    if (strlen(req) > 512 || evaluate(req, NULL, &r) < 0)
-        return pn_err_set(err, "'%s' is not a version requirement (e.g. \"< 1.1.0\", "
-                               "\">= 1.0.0 and < 2.0.0\", \"~> 1.2\")", req);
-    return 0;
+    struct pn_semver_req r;
+    return pn_semver_req_parse(req, &r, err);
 }
 
 bool pn_semver_matches(const char *version, const char *req)
 {
     struct pn_semver v;
-    bool r = false;
-    if (pn_semver_parse(version, &v, NULL) < 0)
+    struct pn_semver_req r;
+    if (pn_semver_parse(version, &v, NULL) < 0 || pn_semver_req_parse(req, &r, NULL) < 0)
         return false;
-    if (!req || !*req)
-        return true;
-    return evaluate(req, &v, &r) == 0 && r;
+    return pn_semver_req_match(&r, &v);
 }
