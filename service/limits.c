@@ -16,7 +16,7 @@
 #include "map.h"
 #include "piniond.h"
 
-#define SWEEP_MS 250
+#define SWEEP_MS 1000 /* a full pass over the devices heard of in the last minute */
 #define IDLE_MS 60000 /* a device unheard of this long, buckets full, is forgotten */
 
 long pd_now_ms(void)

@@ -128,7 +128,7 @@ void pd_log_ignored(struct pd *pd, const char *identifier, const char *fmt, ...)
  * firmware from the database again at its next request. */
 void pd_inflight_forget(struct pd *pd, const char *identifier);
 /* Writes the summary line of each device whose period ended, and forgets
- * idle devices.  Called from the main loop; does its work every 250 ms. */
+ * idle devices.  Called from the main loop; does its work once a second. */
 void pd_limits_sweep(struct pd *pd);
 
 /* rollout.c: releases and renews manifests; returns devices released. */
