@@ -10,13 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <jansson.h>
-#include <sodium.h>
-
 #include "db.h"
+#include "messages.h"
 #include "piniond.h"
 
-#define GET_MAX 1024
 #define HEADER 32
 #define INFLIGHT "('released', 'received', 'downloading', 'installing', 'rescheduled')"
 
@@ -31,57 +28,92 @@ static void put_be(unsigned char *p, uint64_t v, int bytes)
 int pd_chunks_prepare(struct pd *pd, struct pn_err *err)
 {
     /* Planning this join costs ~1 ms, running it ~0.1 ms: plan it once. */
-    return pn_db_prepare(pd->db, PD_CHUNK_STMT,
-                         "SELECT f.artifact, f.size FROM devices d "
+    if (pn_db_prepare(pd->db, PD_CHUNK_STMT,
+                      "SELECT f.artifact, f.size FROM devices d "
+                      "JOIN device_updates u ON u.device_id = d.id "
+                      "JOIN deployments dp ON dp.id = u.deployment_id "
+                      "JOIN firmware f ON f.id = dp.firmware_id "
+                      "WHERE d.identifier = $1 AND d.status = 'active' AND f.uuid = $2 "
+                      "AND f.status = 'active' AND u.state IN " INFLIGHT " LIMIT 1",
+                      2, err) < 0)
+        return -1;
+    return pn_db_prepare(pd->db, PD_INFLIGHT_STMT,
+                         "SELECT f.uuid FROM devices d "
                          "JOIN device_updates u ON u.device_id = d.id "
                          "JOIN deployments dp ON dp.id = u.deployment_id "
                          "JOIN firmware f ON f.id = dp.firmware_id "
-                         "WHERE d.identifier = $1 AND d.status = 'active' AND f.uuid = $2 "
-                         "AND f.status = 'active' AND u.state IN " INFLIGHT " LIMIT 1",
-                         2, err);
+                         "WHERE d.identifier = $1 AND d.status = 'active' "
+                         "AND f.status = 'active' AND u.state IN " INFLIGHT
+                         " LIMIT " PD_STR(PD_INFLIGHT_MAX),
+                         1, err);
 }
 
-void pd_handle_get(struct pd *pd, const char *identifier, const void *payload, int len)
+/* Runs a prepared statement, once more after a reconnect if the connection
+ * was lost (the device would otherwise wait for its retry). */
+static PGresult *query(struct pd *pd, const char *stmt, int n, const char *const *v,
+                       struct pn_err *err)
+{
+    PGresult *r = pn_db_q_prepared(pd->db, err, stmt, n, v);
+    if (!r && pd->db && PQstatus(pd->db) != CONNECTION_OK && pd_ensure_db(pd) == 0)
+        r = pn_db_q_prepared(pd->db, err, stmt, n, v);
+    return r;
+}
+
+/* Whether uuid may be in flight for the device, from what piniond last
+ * read (at most inflight_cache_ms ago, and not since a manifest for the
+ * device was published by any instance): a request that cannot be served
+ * costs no database round trip.  1 maybe (the chunk lookup decides), 0 no,
+ * -1 database error (logged by the caller). */
+static int maybe_inflight(struct pd *pd, struct pd_dev *dev, const char *uuid, struct pn_err *err)
+{
+    long now = pd_now_ms();
+    if (!dev->inflight_known || now - dev->inflight_at >= pd->cfg.inflight_cache_ms) {
+        const char *v[] = {dev->identifier};
+        PGresult *r = query(pd, PD_INFLIGHT_STMT, 1, v, err);
+        if (!r)
+            return -1;
+        dev->ninflight = 0;
+        for (int i = 0; i < PQntuples(r) && i < PD_INFLIGHT_MAX; i++)
+            snprintf(dev->inflight[dev->ninflight++], sizeof(dev->inflight[0]), "%s",
+                     PQgetvalue(r, i, 0));
+        PQclear(r);
+        dev->inflight_known = true;
+        dev->inflight_at = now;
+    }
+    for (int i = 0; i < dev->ninflight; i++)
+        if (strcmp(dev->inflight[i], uuid) == 0)
+            return 1;
+    return 0;
+}
+
+void pd_handle_get(struct pd *pd, struct pd_dev *dev, const void *payload, int len)
 {
     struct pn_err err;
-    json_error_t jerr;
-    if (len <= 0 || len > GET_MAX) {
-        pd_log("ignored chunk request from %s: %d bytes (limit %d)", identifier, len, GET_MAX);
+    struct pd_get g;
+    const char *identifier = dev->identifier;
+    if (pd_msg_parse_get(payload, len < 0 ? 0 : (size_t)len, &g, &err) < 0) {
+        pd_log_ignored(pd, identifier, "ignored chunk request from %s: %s", identifier, err.msg);
         return;
     }
-    json_t *j = json_loadb(payload, (size_t)len, JSON_REJECT_DUPLICATES, &jerr);
-    json_t *ju = json_object_get(j, "uuid"), *jo = json_object_get(j, "offset"),
-           *jl = json_object_get(j, "length");
-    const char *uuid = json_string_value(ju);
-    unsigned char uuid_bin[16];
-    size_t ubytes = 0;
-    if (!json_is_object(j) || !uuid || strlen(uuid) != 36 || !json_is_integer(jo) ||
-        !json_is_integer(jl) || json_integer_value(jo) < 0 || json_integer_value(jl) <= 0 ||
-        sodium_hex2bin(uuid_bin, sizeof(uuid_bin), uuid, 36, "-", &ubytes, NULL) != 0 ||
-        ubytes != 16) {
-        pd_log("ignored chunk request from %s: expected {\"uuid\",\"offset\",\"length\"}",
-               identifier);
-        json_decref(j);
-        return;
+    int maybe = maybe_inflight(pd, dev, g.uuid, &err);
+    PGresult *r = NULL;
+    if (maybe > 0) {
+        const char *v[] = {identifier, g.uuid};
+        r = query(pd, PD_CHUNK_STMT, 2, v, &err);
     }
-    uint64_t offset = (uint64_t)json_integer_value(jo);
-    uint64_t want = (uint64_t)json_integer_value(jl);
-    char uuid_s[37];
-    snprintf(uuid_s, sizeof(uuid_s), "%s", uuid);
-    json_decref(j);
-
-    const char *v[] = {identifier, uuid_s};
-    PGresult *r = pn_db_q_prepared(pd->db, &err, PD_CHUNK_STMT, 2, v);
-    if (!r && pd->db && PQstatus(pd->db) != CONNECTION_OK && pd_ensure_db(pd) == 0)
-        r = pn_db_q_prepared(pd->db, &err, PD_CHUNK_STMT, 2, v); /* once, reconnected */
-    if (!r) {
+    if (maybe < 0 || (maybe > 0 && !r)) {
         pd_log("chunk request from %s: %s", identifier, err.msg);
         return;
     }
-    if (PQntuples(r) != 1) {
-        PQclear(r);
-        pd_log("ignored chunk request from %s for firmware %s: not released to it", identifier,
-               uuid_s);
+    if (!maybe || PQntuples(r) != 1) {
+        if (r) {
+            /* Ended since it was read (completed, cancelled, revoked). */
+            PQclear(r);
+            dev->inflight_known = false;
+        }
+        pd_log_ignored(pd, identifier,
+                       "ignored chunk request from %s for firmware %s: not released to it",
+                       identifier, g.uuid);
         return;
     }
     char path[4096];
@@ -93,6 +125,7 @@ void pd_handle_get(struct pd *pd, const char *identifier, const void *payload, i
     uint64_t size = strtoull(PQgetvalue(r, 0, 1), NULL, 10);
     PQclear(r);
 
+    uint64_t offset = g.offset, want = g.length;
     uint64_t n = want < (uint64_t)pd->cfg.chunk_max ? want : (uint64_t)pd->cfg.chunk_max;
     if (offset >= size)
         n = 0;
@@ -102,7 +135,7 @@ void pd_handle_get(struct pd *pd, const char *identifier, const void *payload, i
     if (!buf)
         return;
     memcpy(buf, "PNC1", 4);
-    memcpy(buf + 4, uuid_bin, 16);
+    memcpy(buf + 4, g.uuid_bin, 16);
     put_be(buf + 20, offset, 8);
     put_be(buf + 28, n, 4);
     if (n) {

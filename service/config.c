@@ -35,6 +35,9 @@ static const struct int_range int_ranges[] = {
     {"mqtt_port", 1, 65535},      {"verify_ttl", 0, 86400},   {"manifest_ttl", 60, 31536000},
     {"chunk_max", 1024, 1048576}, {"penalty", 0, 31536000},   {"max_attempts", 1, 1000},
     {"tick_ms", 10, 60000},       {"inflight_timeout", 1, 31536000},
+    {"device_get_rate", 1, 1000000},    {"device_get_burst", 1, 1000000},
+    {"device_status_rate", 1, 1000000}, {"device_status_burst", 1, 1000000},
+    {"limit_log_period", 1, 86400},     {"inflight_cache_ms", 0, 60000},
 };
 
 static char *dup_opt(cfg_t *c, const char *k)
@@ -55,6 +58,15 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
         CFG_INT("chunk_max", 65536, CFGF_NONE),     CFG_INT("penalty", 300, CFGF_NONE),
         CFG_INT("max_attempts", 3, CFGF_NONE),      CFG_INT("tick_ms", 500, CFGF_NONE),
         CFG_STR("cdn_url", NULL, CFGF_NONE),        CFG_INT("inflight_timeout", 3600, CFGF_NONE),
+        /* Per device: a request/response download on a fast link stays
+         * under 1,000 requests a second; a device sends a few statuses an
+         * update (a failing one ~20 within seconds). */
+        CFG_INT("device_get_rate", 1000, CFGF_NONE),
+        CFG_INT("device_get_burst", 5000, CFGF_NONE),
+        CFG_INT("device_status_rate", 2, CFGF_NONE),
+        CFG_INT("device_status_burst", 30, CFGF_NONE),
+        CFG_INT("limit_log_period", 10, CFGF_NONE),
+        CFG_INT("inflight_cache_ms", 2000, CFGF_NONE),
         CFG_END()};
     memset(cfg, 0, sizeof(*cfg));
     cfg_t *c = cfg_init(opts, CFGF_NONE);
@@ -99,6 +111,12 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
     cfg->max_attempts = (int)cfg_getint(c, "max_attempts");
     cfg->tick_ms = (int)cfg_getint(c, "tick_ms");
     cfg->inflight_timeout = (int)cfg_getint(c, "inflight_timeout");
+    cfg->get_rate = (int)cfg_getint(c, "device_get_rate");
+    cfg->get_burst = (int)cfg_getint(c, "device_get_burst");
+    cfg->status_rate = (int)cfg_getint(c, "device_status_rate");
+    cfg->status_burst = (int)cfg_getint(c, "device_status_burst");
+    cfg->limit_log_period = (int)cfg_getint(c, "limit_log_period");
+    cfg->inflight_cache_ms = (int)cfg_getint(c, "inflight_cache_ms");
     cfg_free(c);
 
     const char *missing = !cfg->database      ? "database"

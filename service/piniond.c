@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <mqtt_protocol.h>
 #include <sodium.h>
 
 #include "db.h"
@@ -53,14 +54,21 @@ static void on_connect(struct mosquitto *m, void *arg, int rc)
 {
     struct pd *pd = arg;
     if (rc != 0) {
-        pd_log("broker refused the connection: %s", mosquitto_connack_string(rc));
+        pd_log("broker refused the connection: %s", mosquitto_reason_string(rc));
         return;
     }
-    char status[300], get[300];
+    char status[300], get[300], update[300];
     snprintf(status, sizeof(status), "$share/piniond/%s/+/up/status", pd->cfg.topic_root);
     snprintf(get, sizeof(get), "$share/piniond/%s/+/up/get", pd->cfg.topic_root);
+    snprintf(update, sizeof(update), "%s/+/down/update", pd->cfg.topic_root);
     mosquitto_subscribe(m, NULL, status, 1);
     mosquitto_subscribe(m, NULL, get, 1);
+    /* Every instance sees every manifest published or cleared, by any
+     * instance, as it happens (not the retained ones already there): the
+     * cue to forget what it knew of that device's firmware in flight.
+     * QoS 0: never held back behind unacknowledged QoS 1 messages, so it
+     * reaches piniond before the device, having received it, can ask. */
+    mosquitto_subscribe_v5(m, NULL, update, 0, MQTT_SUB_OPT_SEND_RETAIN_NEVER, NULL);
     pd->mq_connected = true;
     pd_log("connected to %s:%d as %s", pd->cfg.mqtt_host, pd->cfg.mqtt_port, pd->cfg.client_id);
 }
@@ -74,8 +82,6 @@ static void on_disconnect(struct mosquitto *m, void *arg, int rc)
     pd->mq_connected = false;
 }
 
-static long now_ms(void);
-
 static void retry_later(struct pd *pd, const char *ident, const void *payload, int len)
 {
     struct pd_retry *r = &pd->retry[pd->nretry];
@@ -86,14 +92,14 @@ static void retry_later(struct pd *pd, const char *ident, const void *payload, i
     snprintf(r->identifier, sizeof(r->identifier), "%s", ident);
     r->len = len;
     r->tries = 1;
-    r->due_ms = now_ms() + 300;
+    r->due_ms = pd_now_ms() + 300;
     pd->nretry++;
 }
 
 /* Statuses of devices that had no row yet: about 3 s of retries. */
 static void run_retries(struct pd *pd)
 {
-    long now = now_ms();
+    long now = pd_now_ms();
     for (int i = 0; i < pd->nretry;) {
         struct pd_retry *r = &pd->retry[i];
         if (r->due_ms > now) {
@@ -111,7 +117,8 @@ static void run_retries(struct pd *pd)
     }
 }
 
-/* Routes R/<id>/up/status and R/<id>/up/get; anything else is ignored. */
+/* Routes R/<id>/up/status and R/<id>/up/get, within the device's limits,
+ * and notes R/<id>/down/update; anything else is ignored. */
 static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_message *msg)
 {
     struct pd *pd = arg;
@@ -126,31 +133,37 @@ static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_me
         return;
     size_t il = (size_t)(slash - t);
     char ident[PN_IDENT_BUF];
+    bool is_status = strcmp(slash, "/up/status") == 0, is_get = strcmp(slash, "/up/get") == 0;
+    if (!is_status && !is_get) {
+        if (strcmp(slash, "/down/update") == 0 && pn_ident_valid_n(t, il)) {
+            memcpy(ident, t, il);
+            ident[il] = '\0';
+            pd_inflight_forget(pd, ident);
+        }
+        return;
+    }
     if (!pn_ident_valid_n(t, il)) {
         pd_log("ignored message on %s: invalid device identifier", msg->topic);
         return;
     }
     memcpy(ident, t, il);
     ident[il] = '\0';
+    /* Before anything costs more than a hash lookup: the device's limits. */
+    struct pd_dev *dev = pd_dev_get(pd, ident);
+    if (!dev || !pd_dev_admit(pd, dev, is_status))
+        return;
     if (!pd->db || PQstatus(pd->db) != CONNECTION_OK) {
-        if (strcmp(slash, "/up/status") == 0 && pd->nretry < PD_RETRY_MAX)
+        if (is_status && pd->nretry < PD_RETRY_MAX)
             retry_later(pd, ident, msg->payload, msg->payloadlen);
         return; /* chunk requests are repeated by devices */
     }
-    if (strcmp(slash, "/up/status") == 0) {
+    if (is_status) {
         bool full = pd->nretry == PD_RETRY_MAX;
         if (pd_handle_status(pd, ident, msg->payload, msg->payloadlen, full) == 1)
             retry_later(pd, ident, msg->payload, msg->payloadlen);
+    } else {
+        pd_handle_get(pd, dev, msg->payload, msg->payloadlen);
     }
-    else if (strcmp(slash, "/up/get") == 0)
-        pd_handle_get(pd, ident, msg->payload, msg->payloadlen);
-}
-
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
 int pd_ensure_db(struct pd *pd)
@@ -216,6 +229,10 @@ int main(int argc, char **argv)
         return 1;
     }
     pn_fwkey_id(pd.release_sk + 32, pd.release_key_id);
+    if (pd_limits_init(&pd) < 0) {
+        fprintf(stderr, "piniond: out of memory\n");
+        return 1;
+    }
 
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -233,6 +250,9 @@ int main(int argc, char **argv)
     }
     /* Chunks are request/response: don't let Nagle hold small packets. */
     mosquitto_int_option(pd.mq, MOSQ_OPT_TCP_NODELAY, 1);
+    /* MQTT 5 for one subscription option: manifests without the retained
+     * backlog (see on_connect). */
+    mosquitto_int_option(pd.mq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
     mosquitto_connect_callback_set(pd.mq, on_connect);
     mosquitto_disconnect_callback_set(pd.mq, on_disconnect);
     mosquitto_message_callback_set(pd.mq, on_message);
@@ -248,16 +268,17 @@ int main(int argc, char **argv)
     while (!stop_requested) {
         rc = mosquitto_loop(pd.mq, 50, 1);
         if (rc != MOSQ_ERR_SUCCESS && !stop_requested) {
-            if (now_ms() - last_retry > 1000) {
-                last_retry = now_ms();
+            if (pd_now_ms() - last_retry > 1000) {
+                last_retry = pd_now_ms();
                 mosquitto_reconnect(pd.mq);
             } else {
                 usleep(50000);
             }
         }
-        if (now_ms() - last_tick < pd.cfg.tick_ms || !pd.mq_connected)
+        pd_limits_sweep(&pd);
+        if (pd_now_ms() - last_tick < pd.cfg.tick_ms || !pd.mq_connected)
             continue;
-        last_tick = now_ms();
+        last_tick = pd_now_ms();
         if (pd_ensure_db(&pd) < 0)
             continue;
         if (!renewed_all) {
@@ -281,6 +302,7 @@ int main(int argc, char **argv)
         PQfinish(pd.db);
     for (int i = 0; i < pd.nretry; i++)
         free(pd.retry[i].payload);
+    pd_limits_free(&pd);
     sodium_memzero(pd.release_sk, sizeof(pd.release_sk));
     pd_config_free(&pd.cfg);
     return 0;

@@ -15,12 +15,18 @@
 #include <mosquitto.h>
 
 #include "err.h"
+#include "ident.h"
 
 struct pd_config {
     char *database, *mqtt_host, *ca_file, *cert_file, *key_file, *client_id, *topic_root,
         *release_key, *artifacts, *cdn_url;
     int mqtt_port, verify_ttl, manifest_ttl, chunk_max, penalty, max_attempts, tick_ms;
     int inflight_timeout; /* s without a status report before an update expires */
+    /* Per-device limits (limits.c): token buckets, requests per second and
+     * burst; what exceeds them is dropped and counted. */
+    int get_rate, get_burst, status_rate, status_burst;
+    int limit_log_period;  /* s: one summary line per device and period */
+    int inflight_cache_ms; /* how long a device's in-flight firmware is trusted */
 };
 
 /* A release check that passed, reusable for verify_ttl seconds as long as
@@ -47,6 +53,41 @@ struct pd_retry {
 
 #define PD_RETRY_MAX 256
 
+#define PD_STR_(x) #x
+#define PD_STR(x) PD_STR_(x)
+
+/* Per-device lines of "ignored ..." logged in full each period; beyond
+ * them the period's summary line counts the rest. */
+#define PD_LOG_BUDGET 20
+/* In-flight firmware remembered per device (one is the norm). */
+#define PD_INFLIGHT_MAX 4
+
+struct pd_bucket {
+    double tokens;
+    long at_ms;
+};
+
+/* What piniond keeps about a device that sent it something: its limits'
+ * buckets, what it counted this period, and which firmware was in flight
+ * for it when last read from the database.  In pd.devs, keyed by
+ * identifier; dropped once idle with full buckets. */
+struct pd_dev {
+    char identifier[PN_IDENT_BUF];
+    size_t idlen;
+    struct pd_bucket get, status;
+    long seen_ms;
+    bool period_open;
+    long period_ms; /* when this period started (its first message) */
+    unsigned long got_get, got_status, dropped_get, dropped_status, unlogged;
+    int logged;
+    bool inflight_known; /* false: ask the database */
+    long inflight_at;
+    int ninflight;
+    char inflight[PD_INFLIGHT_MAX][37];
+};
+
+struct pn_map;
+
 struct pd {
     struct pd_config cfg;
     PGconn *db;
@@ -58,6 +99,8 @@ struct pd {
     time_t last_renew;
     struct pd_retry retry[PD_RETRY_MAX];
     int nretry;
+    struct pn_map *devs; /* identifier -> struct pd_dev */
+    long last_sweep;
 };
 
 /* config.c */
@@ -66,6 +109,27 @@ void pd_config_free(struct pd_config *cfg);
 
 /* One log line: "piniond: ..." with a UTC timestamp, on stderr. */
 void pd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Milliseconds of CLOCK_MONOTONIC. */
+long pd_now_ms(void);
+
+/* limits.c: per-device limits and accounting.  pd_dev_get finds or makes
+ * the device's entry (NULL only when out of memory). */
+int pd_limits_init(struct pd *pd);
+void pd_limits_free(struct pd *pd);
+struct pd_dev *pd_dev_get(struct pd *pd, const char *identifier);
+/* Takes one request from the device's get or status bucket: true if it
+ * may be handled, false if it is over the limit (dropped and counted). */
+bool pd_dev_admit(struct pd *pd, struct pd_dev *dev, bool status);
+/* Logs an "ignored ..." line about a device's message, unless the device
+ * used its PD_LOG_BUDGET lines this period: then it is only counted. */
+void pd_log_ignored(struct pd *pd, const char *identifier, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A manifest for the device was published or cleared: read its in-flight
+ * firmware from the database again at its next request. */
+void pd_inflight_forget(struct pd *pd, const char *identifier);
+/* Writes the summary line of each device whose period ended, and forgets
+ * idle devices.  Called from the main loop; does its work once a second. */
+void pd_limits_sweep(struct pd *pd);
 
 /* rollout.c: releases and renews manifests; returns devices released. */
 int pd_rollout_tick(struct pd *pd);
@@ -86,6 +150,7 @@ int pd_ensure_db(struct pd *pd);
 
 /* chunks.c: prepares the chunk lookup on a new connection (0 / -1). */
 #define PD_CHUNK_STMT "pd_chunk_source"
+#define PD_INFLIGHT_STMT "pd_inflight"
 int pd_chunks_prepare(struct pd *pd, struct pn_err *err);
 
 /* Clears the retained manifest of a device. */
@@ -96,7 +161,7 @@ void pd_clear_manifest(struct pd *pd, const char *identifier);
  * (the caller may retry later), else 0; with final it logs and ignores. */
 int pd_handle_status(struct pd *pd, const char *identifier, const void *payload, int len,
                      bool final);
-void pd_handle_get(struct pd *pd, const char *identifier, const void *payload, int len);
+void pd_handle_get(struct pd *pd, struct pd_dev *dev, const void *payload, int len);
 
 /* Publishes (QoS 1); logs and returns -1 on failure. */
 int pd_publish(struct pd *pd, const char *topic, const void *payload, int len, bool retain);

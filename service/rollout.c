@@ -293,6 +293,7 @@ static int publish_manifest(struct pd *pd, const struct fwrow *f, const char *de
     snprintf(topic, sizeof(topic), "%s/%s/down/update", pd->cfg.topic_root, is->identifier);
     int rc = pd_publish(pd, topic, env, (int)strlen(env), true);
     free(env);
+    pd_inflight_forget(pd, is->identifier);
     if (rc == 0)
         pd_log("released %s %s to %s (deployment %s, sequence %lld)", f->product, f->version,
                is->identifier, deployment, (long long)is->sequence);
@@ -633,4 +634,5 @@ void pd_clear_manifest(struct pd *pd, const char *identifier)
     char topic[512];
     snprintf(topic, sizeof(topic), "%s/%s/down/update", pd->cfg.topic_root, identifier);
     pd_publish(pd, topic, NULL, 0, true);
+    pd_inflight_forget(pd, identifier);
 }

@@ -7,83 +7,30 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include "db.h"
+#include "messages.h"
 #include "piniond.h"
 
-#define STATUS_MAX 16384
 #define INFLIGHT "('released', 'received', 'downloading', 'installing', 'rescheduled')"
-
-static const char *const states[] = {"idle",       "received", "downloading", "installing",
-                                     "complete",   "failed",   "rescheduled", NULL};
-
-/* A string field of at most max bytes without control characters, or NULL. */
-static const char *field(json_t *obj, const char *key, size_t max, bool *bad)
-{
-    json_t *v = json_object_get(obj, key);
-    if (!v || json_is_null(v))
-        return NULL;
-    const char *s = json_string_value(v);
-    if (!s || strlen(s) > max) {
-        *bad = true;
-        return NULL;
-    }
-    for (const char *p = s; *p; p++)
-        if ((unsigned char)*p < 0x20) {
-            *bad = true;
-            return NULL;
-        }
-    return s;
-}
 
 int pd_handle_status(struct pd *pd, const char *identifier, const void *payload, int len,
                      bool final)
 {
     struct pn_err err;
-    json_error_t jerr;
-    bool bad = false;
-    if (len <= 0 || len > STATUS_MAX) {
-        pd_log("ignored status from %s: %d bytes (limit %d)", identifier, len, STATUS_MAX);
+    struct pd_status st;
+    if (pd_msg_parse_status(payload, len < 0 ? 0 : (size_t)len, &st, &err) < 0) {
+        pd_log_ignored(pd, identifier, "ignored status from %s: %s", identifier, err.msg);
         return 0;
     }
-    json_t *j = json_loadb(payload, (size_t)len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(j)) {
-        pd_log("ignored status from %s: not a JSON object", identifier);
-        json_decref(j);
-        return 0;
-    }
-    json_t *fw = json_object_get(j, "firmware");
-    if (fw && !json_is_object(fw))
-        bad = true;
-    const char *uuid = fw ? field(fw, "uuid", 64, &bad) : NULL;
-    const char *version = fw ? field(fw, "version", 64, &bad) : NULL;
-    const char *platform = fw ? field(fw, "platform", 128, &bad) : NULL;
-    const char *arch = fw ? field(fw, "architecture", 128, &bad) : NULL;
-    const char *state = field(j, "state", 32, &bad);
-    const char *reason = field(j, "reason", 512, &bad);
-    json_t *prog = json_object_get(j, "progress");
-    if (prog && !json_is_null(prog) && !json_is_number(prog))
-        bad = true;
-    if (state) {
-        int i = 0;
-        while (states[i] && strcmp(states[i], state) != 0)
-            i++;
-        if (!states[i])
-            bad = true;
-    }
-    if (bad) {
-        pd_log("ignored status from %s: malformed fields", identifier);
-        json_decref(j);
-        return 0;
-    }
+    const char *uuid = st.uuid, *state = st.state, *reason = st.reason;
+    bool fw = st.has_firmware;
 
     bool clear = false;
     if (pn_db_begin(pd->db, &err) < 0)
         goto dberr;
     /* A report's firmware object replaces all four fields together (an
      * absent one becomes unknown), so they never describe two firmwares. */
-    const char *dv[] = {identifier, uuid, version, platform, arch, fw ? "t" : "f"};
+    const char *dv[] = {identifier, uuid, st.version, st.platform, st.architecture, fw ? "t" : "f"};
     PGresult *r = pn_db_q(pd->db, &err,
                           "UPDATE devices SET last_seen = now(), "
                           "firmware_uuid = CASE WHEN $6::bool THEN $2 ELSE firmware_uuid END, "
@@ -99,10 +46,11 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
     if (PQntuples(r) != 1) {
         PQclear(r);
         pn_db_rollback(pd->db);
-        json_decref(j);
+        pd_status_free(&st);
         if (!final)
             return 1;
-        pd_log("ignored status from %s: no such active device", identifier);
+        pd_log_ignored(pd, identifier, "ignored status from %s: no such active device",
+                       identifier);
         return 0;
     }
     char device_id[24];
@@ -195,13 +143,13 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
         goto dberr;
     if (clear)
         pd_clear_manifest(pd, identifier);
-    json_decref(j);
+    pd_status_free(&st);
     return 0;
 dberr_r:
     PQclear(r);
 dberr:
     pn_db_rollback(pd->db);
     pd_log("status from %s not recorded: %s", identifier, err.msg);
-    json_decref(j);
+    pd_status_free(&st);
     return 0;
 }

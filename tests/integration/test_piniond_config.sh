@@ -54,6 +54,12 @@ bad "manifest_ttl below a minute" 'manifest_ttl = 59 is out of range' 'manifest_
 bad "max_attempts 0" 'max_attempts = 0 is out of range' 'max_attempts = 0'
 bad "a negative verify_ttl" 'verify_ttl = -1 is out of range' 'verify_ttl = -1'
 bad "tick_ms 5" 'tick_ms = 5 is out of range' 'tick_ms = 5'
+bad "a chunk request limit of 0" 'device_get_rate = 0 is out of range \(1-1000000\)' \
+    'device_get_rate = 0'
+bad "a status burst of 0" 'device_status_burst = 0 is out of range' 'device_status_burst = 0'
+bad "a limit log period of 0" 'limit_log_period = 0 is out of range \(1-86400\)' 'limit_log_period = 0'
+bad "a negative in-flight cache time" 'inflight_cache_ms = -1 is out of range \(0-60000\)' \
+    'inflight_cache_ms = -1'
 bad "a wildcard in topic_root" "topic_root 'fleet/#' is not" 'topic_root = "fleet/#"'
 bad "'+' in topic_root" "topic_root 'a/\+/b' is not" 'topic_root = "a/+/b"'
 bad "'\$' in topic_root" "topic_root '\\\$SYS' is not" 'topic_root = "$SYS"'

@@ -184,7 +184,8 @@ chunk 00000000000000000000000000000000 0 1000
 sleep 1
 assert_eq "a chunk of another firmware (uuid) is not written" "$(part_size)" none
 chunk "$U" 0 1000
-wait_until 5 test -e "$T/dev-v-chunks.state/$FW110.part"
+# -s, not -e: the device creates the file, then writes to it.
+wait_until 5 test -s "$T/dev-v-chunks.state/$FW110.part"
 assert_eq "the chunk asked for is written" "$(part_size)" 1000
 chunk "$U" 500 1000
 sleep 0.5
@@ -204,7 +205,8 @@ assert_eq "no install from any of that" "$(dev_lines v-chunks '^installed ')" 0
 publish fleet/v-chunks/down/update "$(craft v-chunks 3)"
 wait_file 10 "$T/dev-v-chunks.log" '^accepted manifest 3 ' || bail_out "v-chunks did not accept 3"
 chunk "$U" 0 1000
-wait_until 5 test -e "$T/dev-v-chunks.state/$FW110.part"
+# -s, not -e: the device creates the file, then writes to it.
+wait_until 5 test -s "$T/dev-v-chunks.state/$FW110.part"
 probe b1 "$T/svc" "piniond-clear-$RANDOM" --qos 1 --retain --pub "fleet/v-chunks/down/update="
 wait_file 10 "$T/dev-v-chunks.log" '^abandoned the download of sensor 1.1.0: the service withdrew it' ||
     fail "a withdrawn (cleared) manifest stops the download" "$(tail -3 "$T/dev-v-chunks.log")"
