@@ -231,8 +231,11 @@ static bool reload_keeps(struct plugin *p, struct mosquitto *client, const char 
     if (!p->reloading || !user)
         return false;
     size_t sp = strlen(PN_SERVICE_USER_PREFIX);
-    if (!strncmp(user, PN_SERVICE_USER_PREFIX, sp))
-        return pn_map_get(p->state->services_by_name, user + sp, strlen(user + sp)) != NULL;
+    if (!strncmp(user, PN_SERVICE_USER_PREFIX, sp)) {
+        const struct pn_service *sv =
+            pn_map_get(p->state->services_by_name, user + sp, strlen(user + sp));
+        return sv && sv->status == PN_ACTIVE;
+    }
     if (!pn_ident_valid(user) || !cid || strcmp(cid, user) != 0)
         return false;
     const struct pn_device *d = pn_map_get(p->state->devices, user, strlen(user));
