@@ -113,16 +113,17 @@ start_broker b2 || bail_out "broker b2 did not start: $OUT"
 
 # mqtt_tls BROKER CERTPREFIX CLIENTID SESSION_ARGS...: one MQTT 3.1.1
 # CONNECT sent through openssl s_client (which can save and resume TLS
-# sessions: -sess_out FILE / -sess_in FILE); prints "reused" or "new", then
-# the CONNACK's return code (0 accepted, 5 not authorised) or "none".
+# sessions: -sess_out FILE / -sess_in FILE), closing 1 s later; prints
+# "reused" or "new", then the CONNACK's return code (0 accepted, 5 not
+# authorised) or "none".
 mqtt_tls() {
     local b=$1 prefix=$2 id=$3 out connect
     shift 3
     connect=$(printf '\\x10\\x%02x\\x00\\x04MQTT\\x04\\x02\\x00\\x3c\\x00\\x%02x%s' \
         $((12 + ${#id})) "${#id}" "$id")
     out=$( (printf '%b' "$connect"; sleep 1) |
-        openssl s_client -connect "127.0.0.1:${BROKER_PORT[$b]}" -CAfile "$BROKER_CA" \
-            -cert "$prefix.pem" -key "$prefix.key" -ign_eof "$@" 2>/dev/null | od -An -tx1 -v |
+        timeout 10 openssl s_client -connect "127.0.0.1:${BROKER_PORT[$b]}" -CAfile "$BROKER_CA" \
+            -cert "$prefix.pem" -key "$prefix.key" "$@" 2>/dev/null | od -An -tx1 -v |
         tr '\n' ' ' | tr -s ' ')
     # "Reused," in s_client's report, and the CONNACK's four bytes.
     if [[ $out == *' 52 65 75 73 65 64 2c '* ]]; then echo -n "reused "; else echo -n "new "; fi
