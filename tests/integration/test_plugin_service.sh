@@ -63,6 +63,7 @@ assert_kicked_fast() { # DESC MS
 # $T/<BROKER>-<CLIENTID>.out; waits for its CONNACK 0.
 connect_bg() {
     local f="$T/$1-$3.out"
+    rm -f "$f" # a file left by an earlier session must not answer for this one
     probe_bg "$1" "$2" "$3" "$f" --stay 20
     on_exit "kill $PROBE_PID 2>/dev/null || true"
     wait_until 5 has_line "$f" '^connack' || bail_out "$3 got no CONNACK from $1: $(cat "$f")"
