@@ -30,7 +30,8 @@ static bool in_device_tree(const char *topic, const char *root, const char *id, 
 static bool service_allows(const struct pn_state *s, const char *root, const char *name,
                            const char *topic, int access)
 {
-    if (!pn_map_get(s->services_by_name, name, strlen(name)))
+    const struct pn_service *sv = pn_map_get(s->services_by_name, name, strlen(name));
+    if (!sv || sv->status != PN_ACTIVE)
         return false;
     if (access == PN_ACL_UNSUBSCRIBE)
         return true;

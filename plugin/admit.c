@@ -109,8 +109,11 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
     const struct pn_service *svc = pn_map_get(s->services, out->cert_bin, PN_SHA256);
     if (svc) {
         snprintf(out->identifier, sizeof(out->identifier), "%s", svc->name);
-        if (now > svc->not_after)
-            return refuse(out, "service certificate has expired");
+        if (svc->status != PN_ACTIVE)
+            return refuse(out, "service '%s' is revoked", svc->name);
+        /* Both dates: the TLS layer checks none (NO_CHECK_TIME). */
+        if (pn_cert_check_dates(cert, now, &err) < 0)
+            return refuse(out, "service %s", err.msg);
         if (!client_id || !in_service_namespace(svc->name, client_id))
             return refuse(out, "client id '%s' is not the service's name '%s' or '%s-...'",
                           client_id ? client_id : "", svc->name, svc->name);

@@ -87,7 +87,8 @@ static void swap_snapshot(struct pn_state **sp, struct pn_state *next, pn_kick_f
     while (pn_map_next(old->services, &i, &v)) {
         struct pn_service *sv = v;
         struct pn_service *nsv = pn_map_get(next->services, sv->id, PN_SHA256);
-        if (!nsv || strcmp(nsv->name, sv->name) != 0)
+        if (sv->status == PN_ACTIVE &&
+            (!nsv || strcmp(nsv->name, sv->name) != 0 || nsv->status != PN_ACTIVE))
             kick_service(kick, arg, sv->name);
     }
     *sp = next;
@@ -157,9 +158,19 @@ void pn_apply_op(struct pn_state **sp, struct pn_op *op, pn_kick_fn kick, void *
             kick(arg, p->dev->identifier, 0);
         pn_state_del_pin(s, op->bin);
         break;
-    case PN_OP_SERVICE_PUT:
-        pn_state_put_service(s, op->bin, op->text, op->not_after);
+    case PN_OP_SERVICE_PUT: {
+        /* Revoked (or renamed): every session under the old name goes,
+         * NAME and NAME-* alike, since they share the username. */
+        const struct pn_service *was = pn_map_get(s->services, op->bin, PN_SHA256);
+        bool svc_was_active = was && was->status == PN_ACTIVE;
+        snprintf(name, sizeof(name), "%s", was ? was->name : "");
+        struct pn_service *sv = pn_state_put_service(s, op->bin, op->text, op->not_after);
+        if (sv)
+            sv->status = op->status;
+        if (svc_was_active && (!sv || sv->status != PN_ACTIVE || strcmp(name, sv->name) != 0))
+            kick_service(kick, arg, name);
         break;
+    }
     case PN_OP_SERVICE_DEL:
         if (pn_state_del_service(s, op->bin, name, sizeof(name)) == 0)
             kick_service(kick, arg, name);

@@ -22,7 +22,7 @@ enum pn_op_kind {
     PN_OP_DEVICE_DEL,  /* id */
     PN_OP_PIN_PUT,     /* bin, id: device id, spki, not_after, status */
     PN_OP_PIN_DEL,     /* bin */
-    PN_OP_SERVICE_PUT, /* bin, text: name, not_after */
+    PN_OP_SERVICE_PUT, /* bin, text: name, not_after, status */
     PN_OP_SERVICE_DEL, /* bin */
     PN_OP_PUBLISH,     /* text: topic, payload/len */
     PN_OP_LOG,         /* level, text */

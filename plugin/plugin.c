@@ -19,6 +19,8 @@
 #include <sodium.h>
 
 #include "cert.h"
+#include "denylog.h"
+#include "err.h"
 #include "ident.h"
 #include "ops.h"
 #include "policy.h"
@@ -37,6 +39,9 @@ struct plugin {
     struct pn_state *state;
     struct pn_sync *sync;
     bool reloading; /* between MOSQ_EVT_RELOAD and the next TICK */
+    int deny_log_s; /* plugin_opt_deny_log_interval; 0: no lines for denials */
+    struct pn_denylog *denylog;
+    time_t denylog_swept;
     X509_VERIFY_PARAM *verify_params; /* ours, owned by OpenSSL's table */
 };
 
@@ -56,6 +61,7 @@ static int parse_bool(const char *v, bool *out)
 static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
 {
     p->cfg.resync_s = 300;
+    p->deny_log_s = 10;
     snprintf(p->topic_root, sizeof(p->topic_root), "fleet");
     p->policy.identity = PN_IDENTITY_CN;
     p->policy.rotation = PN_ROTATE_SAME_KEY;
@@ -109,6 +115,15 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
                 return -1;
             }
             p->cfg.resync_s = (int)s;
+        } else if (!strcmp(k, "deny_log_interval")) {
+            char *end;
+            long s = strtol(v, &end, 10);
+            if (!*v || *end || s < 0 || s > 3600) {
+                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "deny_log_interval must be 0 to "
+                                                  "3600 seconds, not '%s'", v);
+                return -1;
+            }
+            p->deny_log_s = (int)s;
         } else {
             mosquitto_log_printf(MOSQ_LOG_ERR, "pinion: unknown option plugin_opt_%s", k);
             return -1;
@@ -232,8 +247,11 @@ static bool reload_keeps(struct plugin *p, struct mosquitto *client, const char 
     if (!p->reloading || !user)
         return false;
     size_t sp = strlen(PN_SERVICE_USER_PREFIX);
-    if (!strncmp(user, PN_SERVICE_USER_PREFIX, sp))
-        return pn_map_get(p->state->services_by_name, user + sp, strlen(user + sp)) != NULL;
+    if (!strncmp(user, PN_SERVICE_USER_PREFIX, sp)) {
+        const struct pn_service *sv =
+            pn_map_get(p->state->services_by_name, user + sp, strlen(user + sp));
+        return sv && sv->status == PN_ACTIVE;
+    }
     if (!pn_ident_valid(user) || !cid || strcmp(cid, user) != 0)
         return false;
     const struct pn_device *d = pn_map_get(p->state->devices, user, strlen(user));
@@ -289,15 +307,58 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
     return rc;
 }
 
+/* A denied publish or subscription, at NOTICE (Mosquitto logs its own only
+ * at debug level): the first of a client in deny_log_interval seconds in
+ * full, the rest counted (pn_denylog).  Denied deliveries (READ) are not
+ * the client's doing and are not logged. */
+static void log_denial(struct plugin *p, struct mosquitto *client, const char *topic, int access)
+{
+    if (!p->denylog || (access != MOSQ_ACL_WRITE && access != MOSQ_ACL_SUBSCRIBE))
+        return;
+    const char *cid = mosquitto_client_id(client), *user = mosquitto_client_username(client);
+    const char *addr = mosquitto_client_address(client);
+    char id[129], what[232], who[200];
+    /* The client chose these bytes: no control characters in the log. */
+    snprintf(id, sizeof(id), "%s", cid ? cid : "");
+    snprintf(what, sizeof(what), "%s '%.200s'",
+             access == MOSQ_ACL_WRITE ? "publish to" : "subscription to", topic ? topic : "");
+    snprintf(who, sizeof(who), "%.128s", user ? user : "-");
+    pn_printable(id);
+    pn_printable(what);
+    pn_printable(who);
+    if (pn_denylog_hit(p->denylog, id, what, time(NULL)))
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "pinion: denied %s for client '%s' (user '%s', address %s); "
+                             "further denials of this client are counted for %d s",
+                             what, id, who, addr ? addr : "-", p->deny_log_s);
+}
+
+static void report_denials(void *arg, const char *client_id, unsigned long count,
+                           const char *last_what)
+{
+    struct plugin *p = arg;
+    if (client_id)
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "pinion: denied %lu more publishes/subscriptions for client '%s' in "
+                             "the last %d s (last: %s)",
+                             count, client_id, p->deny_log_s, last_what);
+    else
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "pinion: denied %lu more publishes/subscriptions of other clients "
+                             "(too many clients denied at once to name them)",
+                             count);
+}
+
 static int on_acl_check(int event, void *event_data, void *userdata)
 {
     struct plugin *p = userdata;
     struct mosquitto_evt_acl_check *ed = event_data;
     (void)event;
-    return pn_acl_allows(p->state, p->topic_root, mosquitto_client_username(ed->client),
-                         mosquitto_client_id(ed->client), ed->topic, ed->access)
-               ? MOSQ_ERR_SUCCESS
-               : MOSQ_ERR_ACL_DENIED;
+    if (pn_acl_allows(p->state, p->topic_root, mosquitto_client_username(ed->client),
+                      mosquitto_client_id(ed->client), ed->topic, ed->access))
+        return MOSQ_ERR_SUCCESS;
+    log_denial(p, ed->client, ed->topic, ed->access);
+    return MOSQ_ERR_ACL_DENIED;
 }
 
 static void kick(void *arg, const char *name, int is_username)
@@ -322,6 +383,11 @@ static int on_tick(int event, void *event_data, void *userdata)
     (void)event;
     (void)event_data;
     p->reloading = false;
+    time_t now = time(NULL);
+    if (p->denylog && now != p->denylog_swept) {
+        p->denylog_swept = now;
+        pn_denylog_sweep(p->denylog, now, report_denials, p);
+    }
     struct pn_op *op = pn_sync_take(p->sync);
     while (op) {
         struct pn_op *next = op->next;
@@ -374,6 +440,7 @@ static void destroy(struct plugin *p)
         return;
     pn_sync_free(p->sync);
     pn_state_free(p->state);
+    pn_denylog_free(p->denylog);
     free(p);
 }
 
@@ -398,7 +465,9 @@ mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         return MOSQ_ERR_UNKNOWN;
     }
     p->sync = pn_sync_new(&p->cfg);
-    if (!p->sync) {
+    if (p->deny_log_s > 0)
+        p->denylog = pn_denylog_new(p->deny_log_s);
+    if (!p->sync || (p->deny_log_s > 0 && !p->denylog)) {
         destroy(p);
         return MOSQ_ERR_NOMEM;
     }

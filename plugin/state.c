@@ -284,6 +284,7 @@ struct pn_service *pn_state_put_service(struct pn_state *s, const unsigned char 
     memcpy(v->id, id, PN_SHA256);
     memcpy(v->name, name, n + 1);
     v->not_after = not_after;
+    v->status = PN_ACTIVE;
     pn_map_put(s->services, v, &err);
     if (err) {
         free(v);

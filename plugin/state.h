@@ -51,6 +51,7 @@ struct pn_pin {
 struct pn_service {
     unsigned char id[PN_SHA256];
     time_t not_after;
+    char status; /* PN_ACTIVE / PN_REVOKED; a revoked service keeps its name reserved */
     char name[];
 };
 
@@ -91,6 +92,7 @@ struct pn_pin *pn_state_put_pin(struct pn_state *s, const unsigned char id[PN_SH
 /* Removes a pin; returns the device it belonged to (or NULL). */
 struct pn_device *pn_state_del_pin(struct pn_state *s, const unsigned char id[PN_SHA256]);
 
+/* A new service starts PN_ACTIVE; set ->status after for another. */
 struct pn_service *pn_state_put_service(struct pn_state *s, const unsigned char id[PN_SHA256],
                                         const char *name, time_t not_after);
 /* Removes a service identity; copies its name into name_out (if not NULL). */

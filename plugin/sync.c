@@ -34,7 +34,8 @@
     "SELECT id, device_id, status, extract(epoch FROM not_after)::bigint, spki_sha256 "  \
     "FROM device_certificates"
 #define SERVICE_SELECT                                                                    \
-    "SELECT id, name, extract(epoch FROM not_after)::bigint, der FROM service_identities"
+    "SELECT id, name, extract(epoch FROM not_after)::bigint, der, status "                \
+    "FROM service_identities"
 /* Pinned certificates whose CA row was deleted (SPEC 3.1: they are still
  * admitted): each goes into the trust directory as its own anchor (partial
  * chains are allowed), else TLS would refuse them once the CA's file is
@@ -246,6 +247,7 @@ static struct pn_op *service_op(PGresult *r, int i, X509 **cert)
         return NULL;
     op->text = strdup(PQgetvalue(r, i, 1));
     op->not_after = (time_t)col_i64(r, i, 2);
+    op->status = PQgetvalue(r, i, 4)[0] == 'a' ? PN_ACTIVE : PN_REVOKED;
     *cert = col_cert(r, i, 3);
     if (!op->text || hex32(PQgetvalue(r, i, 0), op->bin) < 0) {
         X509_free(*cert);

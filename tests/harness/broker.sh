@@ -102,8 +102,17 @@ start_broker() {
     _broker_launch "$1"
 }
 
+# How many times broker NAME's log says it started.
+_broker_starts() {
+    local n
+    n=$(grep -c "mosquitto version .* running" "${BROKER_LOG[$1]}" 2>/dev/null)
+    echo "${n:-0}"
+}
+
 _broker_launch() {
-    local name=$1
+    local name=$1 started
+    # A restarted broker appends to the same log: wait for a new start line.
+    started=$(_broker_starts "$name")
     # The plugin is never built with sanitizers (even in a PINION_SANITIZE
     # build), so Mosquitto runs as it is; test_plugin_valgrind checks it.
     ${BROKER_WRAPPER:-} mosquitto -c "${BROKER_CONF[$name]}" >>"${BROKER_DIR[$name]}/stdout.log" 2>&1 &
@@ -116,7 +125,7 @@ _broker_launch() {
             unset 'BROKER_PID[$name]'
             return 1
         fi
-        if grep -q "mosquitto version .* running" "${BROKER_LOG[$name]}" 2>/dev/null; then
+        if [ "$(_broker_starts "$name")" -gt "$started" ]; then
             return 0
         fi
         sleep 0.1

@@ -49,6 +49,8 @@ refuses_to_load "topic_root with a #" troot2 'plugin_opt_topic_root' '' 'topic_r
 # shellcheck disable=SC2016 # '$SYS' is meant literally
 refuses_to_load "topic_root starting with \$" troot3 'plugin_opt_topic_root' '' 'topic_root=$SYS'
 refuses_to_load "resync_interval 1" resync 'plugin_opt_resync_interval' '' resync_interval=1
+refuses_to_load "deny_log_interval -1" denylog 'plugin_opt_deny_log_interval.*-1' '' \
+    deny_log_interval=-1
 refuses_to_load "unknown option plugin_opt_bogus" bogus 'plugin_opt_bogus' '' bogus=1
 
 # ---------------------------------------------------- valid options load

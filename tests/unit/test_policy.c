@@ -13,6 +13,7 @@
 
 #include "cert.h"
 #include "check.h"
+#include "ops.h"
 #include "policy.h"
 #include "state.h"
 
@@ -316,9 +317,18 @@ static void test_acl_service(void)
     CHECK(!allows(s, nosuch, "nosuch", "fleet/x/down/update", W));
     CHECK(!allows(s, nosuch, "nosuch", "fleet/x/up/status", R));
     CHECK(!allows(s, PN_SERVICE_USER_PREFIX, "x", "fleet/#", S));
-    /* A removed service loses its rights. */
+    /* A revoked service loses its rights (also for its offline durable
+     * sessions, which are judged by username), and so does a removed one. */
     unsigned char sid[PN_SHA256];
     bin_id(svc_cert, sid);
+    struct pn_service *sv = pn_map_get(s->services, sid, PN_SHA256);
+    CHECK(sv != NULL);
+    sv->status = PN_REVOKED;
+    CHECK(!allows(s, svc, "svc", "fleet/#", S));
+    CHECK(!allows(s, svc, "svc-2", "fleet/x/down/update", W));
+    CHECK(!allows(s, svc, "svc", "fleet/x/up/status", R));
+    sv->status = PN_ACTIVE;
+    CHECK(allows(s, svc, "svc", "fleet/#", S));
     CHECK(pn_state_del_service(s, sid, NULL, 0) == 0);
     CHECK(!allows(s, svc, "svc", "fleet/#", S));
     CHECK(!allows(s, svc, "svc", "fleet/x/down/update", W));
@@ -625,12 +635,101 @@ static void test_admit_service(void)
     EVP_PKEY_free(k);
     CHECK(decide(s, &pol, svc_cert, "svc", true, pn_cert_not_after(svc_cert) + 10, &a) ==
           PN_REFUSE);
-    CHECK(why(&a, "expired"));
+    CHECK(why(&a, "service certificate expired on"));
+    /* Not yet valid: the TLS layer checks no dates, the plugin does. */
+    CHECK(decide(s, &pol, svc_cert, "svc", true, pn_cert_not_before(svc_cert) - 10, &a) ==
+          PN_REFUSE);
+    CHECK(why(&a, "service certificate is not valid before"));
     unsigned char sid[PN_SHA256];
     bin_id(svc_cert, sid);
+    /* Revoked: refused by name, for every client id of its namespace, and
+     * the name stays reserved from devices. */
+    struct pn_service *sv = pn_map_get(s->services, sid, PN_SHA256);
+    CHECK(sv != NULL);
+    sv->status = PN_REVOKED;
+    CHECK(decide(s, &pol, svc_cert, "svc", true, now, &a) == PN_REFUSE);
+    CHECK(why(&a, "service 'svc' is revoked"));
+    CHECK(decide(s, &pol, svc_cert, "svc-eu", true, now, &a) == PN_REFUSE);
+    CHECK(why(&a, "service 'svc' is revoked"));
+    EVP_PKEY *k6 = key_ec();
+    X509 *d6 = mk(PN_CERT_DEVICE, "svc-6", 30, k6, ca_cert, ca_key);
+    CHECK(decide(s, &pol, d6, "svc-6", true, now, &a) == PN_REFUSE);
+    CHECK(why(&a, "in service 'svc''s client id namespace"));
+    X509_free(d6);
+    EVP_PKEY_free(k6);
     CHECK(pn_state_del_service(s, sid, NULL, 0) == 0);
     /* Self-signed, not from a registered CA: nothing admits it now. */
     CHECK(decide(s, &pol, svc_cert, "svc", true, now, &a) == PN_REFUSE);
+    pn_state_free(s);
+}
+
+/* ------------------------------------------------------- applying ops */
+
+struct kicks {
+    int n;
+    char last[320];
+    int is_username;
+};
+
+static void record_kick(void *arg, const char *name, int is_username)
+{
+    struct kicks *k = arg;
+    k->n++;
+    snprintf(k->last, sizeof(k->last), "%s", name);
+    k->is_username = is_username;
+}
+
+static struct pn_op *service_put(const char *name, char status)
+{
+    struct pn_op *op = pn_op_new(PN_OP_SERVICE_PUT);
+    CHECK(op != NULL);
+    bin_id(svc_cert, op->bin);
+    op->text = strdup(name);
+    op->not_after = pn_cert_not_after(svc_cert);
+    op->status = status;
+    return op;
+}
+
+/* Revoking a service (its row's status) kicks every session under its
+ * username, once; a full reload that finds it revoked does too. */
+static void test_apply_service_revoke(void)
+{
+    struct pn_state *s = make_state();
+    struct kicks k = {0};
+    struct pn_op *op = service_put("svc", PN_ACTIVE);
+    pn_apply_op(&s, op, record_kick, &k);
+    pn_op_free(op);
+    CHECK(k.n == 0);
+    op = service_put("svc", PN_REVOKED);
+    pn_apply_op(&s, op, record_kick, &k);
+    pn_op_free(op);
+    CHECK(k.n == 1);
+    CHECK_STREQ(k.last, PN_SERVICE_USER_PREFIX "svc");
+    CHECK(k.is_username == 1);
+    unsigned char sid[PN_SHA256];
+    bin_id(svc_cert, sid);
+    const struct pn_service *sv = pn_map_get(s->services, sid, PN_SHA256);
+    CHECK(sv && sv->status == PN_REVOKED);
+    CHECK(pn_map_get(s->services_by_name, "svc", 3) == sv);
+    op = service_put("svc", PN_REVOKED); /* a repeated notification */
+    pn_apply_op(&s, op, record_kick, &k);
+    pn_op_free(op);
+    CHECK(k.n == 1);
+    pn_state_free(s);
+
+    /* The same change seen by a full reload (snapshot). */
+    s = make_state();
+    struct pn_state *next = make_state();
+    sv = pn_map_get(next->services, sid, PN_SHA256);
+    ((struct pn_service *)sv)->status = PN_REVOKED;
+    op = pn_op_new(PN_OP_SNAPSHOT);
+    CHECK(op != NULL);
+    op->state = next;
+    k.n = 0;
+    pn_apply_op(&s, op, record_kick, &k);
+    pn_op_free(op); /* frees the old state */
+    CHECK(k.n == 1);
+    CHECK_STREQ(k.last, PN_SERVICE_USER_PREFIX "svc");
     pn_state_free(s);
 }
 
@@ -648,6 +747,7 @@ int main(void)
     test_admit_first_connect();
     test_admit_rotation();
     test_admit_service();
+    test_apply_service_revoke();
 
     X509 *certs[] = {ca_cert, ca2_cert, noj_cert, other_cert, svc_cert, a_cert, b_cert};
     for (size_t i = 0; i < sizeof(certs) / sizeof(*certs); i++)
