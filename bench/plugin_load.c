@@ -18,7 +18,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: plugin_load CONNINFO TRUSTDIR\n");
         return 2;
     }
-    struct pn_sync_config cfg = {argv[1], argv[2], "fleet", 300, PN_ROTATE_SAME_KEY};
+    struct pn_sync_config cfg = {argv[1], argv[2], "fleet", 300, PN_ROTATE_SAME_KEY, NULL, NULL};
     struct pn_sync *s = pn_sync_new(&cfg);
     struct pn_state *st = NULL;
     struct pn_err err;

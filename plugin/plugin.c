@@ -24,6 +24,7 @@
 #include "ident.h"
 #include "ops.h"
 #include "policy.h"
+#include "presence.h"
 #include "sync.h"
 
 _Static_assert(PN_ACL_READ == MOSQ_ACL_READ && PN_ACL_WRITE == MOSQ_ACL_WRITE &&
@@ -35,6 +36,7 @@ struct plugin {
     mosquitto_plugin_id_t *pid;
     struct pn_policy policy;
     char topic_root[256];
+    char broker_id[PN_BROKER_ID_MAX + 1], service_address[300];
     struct pn_sync_config cfg;
     struct pn_state *state;
     struct pn_sync *sync;
@@ -58,8 +60,39 @@ static int parse_bool(const char *v, bool *out)
     return 0;
 }
 
+static bool broker_id_valid(const char *v)
+{
+    size_t n = strlen(v);
+    return n >= 1 && n <= PN_BROKER_ID_MAX && strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                        "abcdefghijklmnopqrstuvwxyz"
+                                                        "0123456789._-") == n;
+}
+
+/* host:port, as piniond will dial it ([v6]:port too). */
+static bool address_valid(const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    char *end;
+    if (!colon || colon == v || strpbrk(v, " \t/") || strlen(v) >= 256)
+        return false;
+    long port = strtol(colon + 1, &end, 10);
+    return colon[1] && !*end && port >= 1 && port <= 65535;
+}
+
+/* Defaults: the host's name as broker_id and <hostname>:8883 as
+ * service_address, right for one broker per host on the usual port. */
+static void default_broker(struct plugin *p)
+{
+    char host[256] = "";
+    if (gethostname(host, sizeof(host) - 1) < 0 || !broker_id_valid(host))
+        snprintf(host, sizeof(host), "localhost");
+    snprintf(p->broker_id, sizeof(p->broker_id), "%.64s", host);
+    snprintf(p->service_address, sizeof(p->service_address), "%s:8883", host);
+}
+
 static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
 {
+    default_broker(p);
     p->cfg.resync_s = 300;
     p->deny_log_s = 10;
     snprintf(p->topic_root, sizeof(p->topic_root), "fleet");
@@ -78,6 +111,20 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
                 return -1;
             }
             snprintf(p->topic_root, sizeof(p->topic_root), "%s", v);
+        } else if (!strcmp(k, "broker_id")) {
+            if (!broker_id_valid(v)) {
+                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "broker_id '%s' is invalid (1 to 64 "
+                                                  "of A-Z a-z 0-9 . _ -)", v);
+                return -1;
+            }
+            snprintf(p->broker_id, sizeof(p->broker_id), "%s", v);
+        } else if (!strcmp(k, "service_address")) {
+            if (!address_valid(v)) {
+                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "service_address '%s' is not "
+                                                  "host:port", v);
+                return -1;
+            }
+            snprintf(p->service_address, sizeof(p->service_address), "%s", v);
         } else if (!strcmp(k, "identity")) {
             if (!strcmp(v, "cn"))
                 p->policy.identity = PN_IDENTITY_CN;
@@ -147,6 +194,8 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
         return -1;
     }
     p->cfg.topic_root = p->topic_root;
+    p->cfg.broker_id = p->broker_id;
+    p->cfg.service_address = p->service_address;
     p->policy.topic_root = p->topic_root;
     p->cfg.rotation = p->policy.rotation;
     return 0;
@@ -287,12 +336,15 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
     case PN_ADMIT_PINNED:
         snprintf(user, sizeof(user), "%s", a.identifier);
         pn_sync_seen(p->sync, a.identifier, a.cert_id);
+        pn_sync_connected(p->sync, a.identifier, ed->client);
         break;
     case PN_ADMIT_NEW:
         snprintf(user, sizeof(user), "%s", a.identifier);
         if (pin_new(p, &a, cert) < 0) {
             a.kind = PN_REFUSE;
             snprintf(a.reason, sizeof(a.reason), "out of memory while pinning");
+        } else {
+            pn_sync_connected(p->sync, a.identifier, ed->client);
         }
         break;
     }
@@ -414,6 +466,19 @@ static int on_tick(int event, void *event_data, void *userdata)
     return MOSQ_ERR_SUCCESS;
 }
 
+/* A client gone (also failed TLS handshakes, with no client id, and the
+ * old session of a client-id takeover, which presence.c tells apart). */
+static int on_disconnect(int event, void *event_data, void *userdata)
+{
+    struct plugin *p = userdata;
+    struct mosquitto_evt_disconnect *ed = event_data;
+    (void)event;
+    const char *user = mosquitto_client_username(ed->client);
+    if (user && pn_ident_valid(user))
+        pn_sync_disconnected(p->sync, user, ed->client);
+    return MOSQ_ERR_SUCCESS;
+}
+
 static int on_reload(int event, void *event_data, void *userdata)
 {
     struct plugin *p = userdata;
@@ -493,7 +558,8 @@ mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
     if (mosquitto_callback_register(identifier, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, p) ||
         mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, p) ||
         mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_tick, NULL, p) ||
-        mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, on_reload, NULL, p)) {
+        mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, on_reload, NULL, p) ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_DISCONNECT, on_disconnect, NULL, p)) {
         mosquitto_log_printf(MOSQ_LOG_ERR, "pinion: cannot register callbacks");
         destroy(p);
         return MOSQ_ERR_UNKNOWN;
@@ -514,6 +580,7 @@ mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int opti
     mosquitto_callback_unregister(p->pid, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
     mosquitto_callback_unregister(p->pid, MOSQ_EVT_TICK, on_tick, NULL);
     mosquitto_callback_unregister(p->pid, MOSQ_EVT_RELOAD, on_reload, NULL);
+    mosquitto_callback_unregister(p->pid, MOSQ_EVT_DISCONNECT, on_disconnect, NULL);
     X509_VERIFY_PARAM *vp = p->verify_params;
     destroy(p);
     remove_verify_params(vp);

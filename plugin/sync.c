@@ -19,6 +19,7 @@
 #include "cert.h"
 #include "db.h"
 #include "ident.h"
+#include "presence.h"
 #include "trust.h"
 
 #define SEEN_FLUSH_S 1     /* last_seen writes are batched at most once a second */
@@ -58,6 +59,8 @@ struct pn_sync {
     atomic_bool ready, stop;
     /* worker only */
     PGconn *db;
+    struct pn_presence *presence;
+    bool registered; /* this broker's registry row written, its old presence cleared */
     time_t last_full, last_seen_flush;
     char last_error[PN_ERR_MAX];
 };
@@ -151,6 +154,18 @@ void pn_sync_seen(struct pn_sync *s, const char *identifier, const char *cert_id
         json_array_append_new(s->seen_cert, json_string(cert_id));
     }
     pthread_mutex_unlock(&s->mu);
+}
+
+void pn_sync_connected(struct pn_sync *s, const char *identifier, const void *client)
+{
+    pn_presence_connected(s->presence, identifier, client);
+    wake(s);
+}
+
+void pn_sync_disconnected(struct pn_sync *s, const char *identifier, const void *client)
+{
+    pn_presence_disconnected(s->presence, identifier, client);
+    wake(s);
 }
 
 bool pn_sync_ready(struct pn_sync *s)
@@ -390,12 +405,14 @@ struct pn_sync *pn_sync_new(const struct pn_sync_config *cfg)
     s->cfg.topic_root = strdup(cfg->topic_root);
     s->cfg.resync_s = cfg->resync_s;
     s->cfg.rotation = cfg->rotation;
+    s->presence = pn_presence_new(cfg->broker_id, cfg->service_address);
     s->seen_dev = json_array();
     s->seen_cert = json_array();
     s->ops_tail = &s->ops;
     s->reqs_tail = &s->reqs;
     pthread_mutex_init(&s->mu, NULL);
-    if (!s->cfg.conninfo || !s->cfg.trust_dir || !s->cfg.topic_root || !s->seen_dev ||
+    if (!s->cfg.conninfo || !s->cfg.trust_dir || !s->cfg.topic_root || !s->presence ||
+        !s->seen_dev ||
         !s->seen_cert || pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) < 0) {
         pn_sync_free(s);
         return NULL;
@@ -408,11 +425,14 @@ static int connect_db(struct pn_sync *s, struct pn_err *err)
     s->db = pn_db_connect_app(s->cfg.conninfo, "pinion-plugin", 5, err);
     if (!s->db)
         return -1;
-    if (pn_db_check_schema(s->db, err) < 0 || pn_db_cmd(s->db, err, "LISTEN pinion", 0, NULL) < 0) {
+    if (pn_db_check_schema(s->db, err) < 0 || pn_db_cmd(s->db, err, "LISTEN pinion", 0, NULL) < 0 ||
+        (!s->registered && pn_presence_register(s->presence, s->db, err) < 0)) {
         PQfinish(s->db);
         s->db = NULL;
         return -1;
     }
+    /* Once per run: after a lost connection the rows still hold. */
+    s->registered = true;
     return 0;
 }
 
@@ -955,15 +975,21 @@ static void *worker(void *arg)
             lost(s, PQerrorMessage(s->db));
             continue;
         }
+        struct pn_err err;
         int notified = handle_notifies(s);
         if (notified < 0)
             continue;
         int pinned = persist_pins(s);
         if (!s->db)
             continue;
-        timeout = notified > 0 || pinned > 0 ? 0 : 1000;
+        timeout = notified > 0 || pinned > 0 ? 0 : 100;
         flush_seen(s);
-        struct pn_err err;
+        if (pn_presence_flush(s->presence, s->db, &err) < 0) {
+            lost(s, err.msg);
+            continue;
+        }
+        if (pn_presence_dropped(s->presence))
+            logf_(s, PN_LOG_WARNING, "pinion: too many presence marks pending; some were lost");
         if (s->cfg.resync_s > 0 && time(NULL) - s->last_full >= s->cfg.resync_s)
             reload(s, &err);
     }
@@ -987,8 +1013,11 @@ void pn_sync_free(struct pn_sync *s)
         wake(s);
         pthread_join(s->thread, NULL);
     }
+    if (s->db && s->registered)
+        pn_presence_unregister(s->presence, s->db);
     if (s->db)
         PQfinish(s->db);
+    pn_presence_free(s->presence);
     struct pn_op *op = s->ops;
     while (op) {
         struct pn_op *next = op->next;

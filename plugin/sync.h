@@ -21,6 +21,8 @@ struct pn_sync_config {
     int resync_s;
     /* The broker's rotation policy, checked again when a pin is stored. */
     enum pn_rotation rotation;
+    /* This broker in the registry (presence.h). */
+    const char *broker_id, *service_address;
 };
 
 /* Copies the configuration.  NULL on allocation failure. */
@@ -42,6 +44,10 @@ bool pn_sync_ready(struct pn_sync *s);
 /* Main thread -> worker.  pn_sync_pin takes ownership of r. */
 void pn_sync_pin(struct pn_sync *s, struct pn_pin_req *r);
 void pn_sync_seen(struct pn_sync *s, const char *identifier, const char *cert_id);
+
+/* Main thread: a device admitted / a client gone (presence.h). */
+void pn_sync_connected(struct pn_sync *s, const char *identifier, const void *client);
+void pn_sync_disconnected(struct pn_sync *s, const char *identifier, const void *client);
 
 /* Worker -> main thread: takes every queued op, oldest first (caller
  * applies and frees them with pn_op_free). */

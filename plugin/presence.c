@@ -1,0 +1,281 @@
+#include "presence.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "db.h"
+#include "map.h"
+
+#define FLUSH_MS 100        /* marks reach the database within this, in batches */
+#define PENDING_MAX 1000000 /* devices with a mark not yet written */
+#define BATCH 5000          /* devices per statement */
+
+/* The session the broker last admitted for a device (main thread only). */
+struct session {
+    const void *client;
+    int64_t gen;
+    size_t len;
+    char identifier[];
+};
+
+struct pn_presence {
+    char broker_id[PN_BROKER_ID_MAX + 1];
+    char *service_address;
+    int64_t next_gen; /* main thread */
+    struct pn_map *sessions; /* main thread: identifier -> session */
+    pthread_mutex_t mu;
+    json_t *pending; /* identifier -> [connected 0/1, generation, at_ms]; latest mark wins */
+    bool dropped;    /* worker: a mark was lost (PENDING_MAX), logged once */
+    long last_flush_ms, last_beat_ms; /* worker */
+};
+
+static long now_ms(clockid_t c)
+{
+    struct timespec ts;
+    clock_gettime(c, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static const void *session_key(const void *val, size_t *klen)
+{
+    const struct session *s = val;
+    *klen = s->len;
+    return s->identifier;
+}
+
+struct pn_presence *pn_presence_new(const char *broker_id, const char *service_address)
+{
+    struct pn_presence *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    /* Benchmarks drive the worker without a broker: any name does. */
+    snprintf(p->broker_id, sizeof(p->broker_id), "%s", broker_id ? broker_id : "pinion");
+    p->service_address = strdup(service_address ? service_address : "localhost:8883");
+    p->sessions = pn_map_new(1024, session_key);
+    p->pending = json_object();
+    /* Generations grow across restarts too: the start time in ms, times a
+     * thousand, leaves room for a thousand connects a millisecond. */
+    p->next_gen = (int64_t)now_ms(CLOCK_REALTIME) * 1000;
+    pthread_mutex_init(&p->mu, NULL);
+    if (!p->service_address || !p->sessions || !p->pending) {
+        pn_presence_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void pn_presence_free(struct pn_presence *p)
+{
+    if (!p)
+        return;
+    if (p->sessions) {
+        void *v;
+        for (size_t i = 0; pn_map_next(p->sessions, &i, &v);)
+            free(v);
+        pn_map_free(p->sessions);
+    }
+    json_decref(p->pending);
+    pthread_mutex_destroy(&p->mu);
+    free(p->service_address);
+    free(p);
+}
+
+static void mark(struct pn_presence *p, const char *identifier, bool connected, int64_t gen)
+{
+    json_t *m = json_pack("[b, I, I]", connected, (json_int_t)gen,
+                          (json_int_t)now_ms(CLOCK_REALTIME));
+    if (!m)
+        return;
+    pthread_mutex_lock(&p->mu);
+    if (json_object_size(p->pending) < PENDING_MAX || json_object_get(p->pending, identifier))
+        json_object_set_new(p->pending, identifier, m);
+    else {
+        json_decref(m);
+        p->dropped = true;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+void pn_presence_connected(struct pn_presence *p, const char *identifier, const void *client)
+{
+    size_t n = strlen(identifier);
+    struct session *s = pn_map_get(p->sessions, identifier, n);
+    if (!s) {
+        if (!(s = malloc(sizeof(*s) + n + 1)))
+            return;
+        memcpy(s->identifier, identifier, n + 1);
+        s->len = n;
+        int err = 0;
+        pn_map_put(p->sessions, s, &err);
+        if (err < 0) {
+            free(s);
+            return;
+        }
+    }
+    s->client = client;
+    s->gen = ++p->next_gen;
+    mark(p, identifier, true, s->gen);
+}
+
+void pn_presence_disconnected(struct pn_presence *p, const char *identifier, const void *client)
+{
+    size_t n = strlen(identifier);
+    struct session *s = pn_map_get(p->sessions, identifier, n);
+    /* Another session of the device took over: it is still here. */
+    if (!s || s->client != client)
+        return;
+    mark(p, identifier, false, s->gen);
+    pn_map_del(p->sessions, identifier, n);
+    free(s);
+}
+
+/* ---------------------------------------------------------- worker side */
+
+static int beat(struct pn_presence *p, PGconn *db, bool start, struct pn_err *err)
+{
+    const char *v[] = {p->broker_id, p->service_address};
+    return pn_db_cmd(db, err,
+                     start ? "INSERT INTO brokers (id, service_address) VALUES ($1, $2) "
+                             "ON CONFLICT (id) DO UPDATE SET service_address = $2, "
+                             "started_at = now(), heartbeat_at = now()"
+                           : "INSERT INTO brokers (id, service_address) VALUES ($1, $2) "
+                             "ON CONFLICT (id) DO UPDATE SET service_address = $2, "
+                             "heartbeat_at = now()",
+                     2, v);
+}
+
+int pn_presence_register(struct pn_presence *p, PGconn *db, struct pn_err *err)
+{
+    const char *v[] = {p->broker_id};
+    if (pn_db_begin(db, err) < 0)
+        return -1;
+    if (beat(p, db, true, err) < 0 ||
+        pn_db_cmd(db, err, "DELETE FROM device_presence WHERE broker_id = $1", 1, v) < 0 ||
+        pn_db_commit(db, err) < 0) {
+        pn_db_rollback(db);
+        return -1;
+    }
+    p->last_beat_ms = now_ms(CLOCK_MONOTONIC);
+    return 0;
+}
+
+/* Puts marks that could not be written back, unless newer ones came. */
+static void put_back(struct pn_presence *p, json_t *marks)
+{
+    const char *k;
+    json_t *v;
+    pthread_mutex_lock(&p->mu);
+    json_object_foreach(marks, k, v)
+    {
+        if (!json_object_get(p->pending, k))
+            json_object_set(p->pending, k, v);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+static int write_marks(struct pn_presence *p, PGconn *db, json_t *marks, struct pn_err *err)
+{
+    json_t *conn = json_array(), *disc = json_array();
+    const char *k;
+    json_t *v;
+    int rc = 0;
+    json_object_foreach(marks, k, v)
+    {
+        json_t *row = json_pack("[s, O, O]", k, json_array_get(v, 1), json_array_get(v, 2));
+        json_array_append_new(json_is_true(json_array_get(v, 0)) ? conn : disc, row);
+    }
+    for (int which = 0; which < 2 && rc == 0; which++) {
+        json_t *all = which ? disc : conn;
+        for (size_t off = 0; off < json_array_size(all) && rc == 0; off += BATCH) {
+            json_t *part = json_array();
+            for (size_t i = off; i < off + BATCH && i < json_array_size(all); i++)
+                json_array_append(part, json_array_get(all, i));
+            char *text = json_dumps(part, JSON_COMPACT);
+            const char *args[] = {p->broker_id, text};
+            /* A connect older than the row is a late mark from the broker
+             * the device left; a disconnect clears only this broker's own
+             * session (or an older one of it). */
+            rc = !text ? pn_err_set(err, "out of memory")
+                 : which == 0
+                     ? pn_db_cmd(db, err,
+                                 "INSERT INTO device_presence (identifier, broker_id, generation, "
+                                 "connected_at) SELECT x->>0, $1, (x->>1)::bigint, "
+                                 "to_timestamp((x->>2)::double precision / 1000) "
+                                 "FROM jsonb_array_elements($2::jsonb) x "
+                                 "ON CONFLICT (identifier) DO UPDATE SET broker_id = $1, "
+                                 "generation = EXCLUDED.generation, "
+                                 "connected_at = EXCLUDED.connected_at "
+                                 "WHERE device_presence.connected_at <= EXCLUDED.connected_at",
+                                 2, args)
+                     : pn_db_cmd(db, err,
+                                 "DELETE FROM device_presence p "
+                                 "USING jsonb_array_elements($2::jsonb) x "
+                                 "WHERE p.identifier = x->>0 AND p.broker_id = $1 "
+                                 "AND p.generation <= (x->>1)::bigint",
+                                 2, args);
+            free(text);
+            json_decref(part);
+        }
+    }
+    json_decref(conn);
+    json_decref(disc);
+    return rc;
+}
+
+int pn_presence_flush(struct pn_presence *p, PGconn *db, struct pn_err *err)
+{
+    long now = now_ms(CLOCK_MONOTONIC);
+    bool due_beat = now - p->last_beat_ms >= PN_HEARTBEAT_S * 1000L;
+    if (!due_beat && now - p->last_flush_ms < FLUSH_MS)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    json_t *marks = NULL;
+    if (json_object_size(p->pending) > 0) {
+        marks = p->pending;
+        p->pending = json_object();
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (!marks && !due_beat)
+        return 0;
+    p->last_flush_ms = now;
+    if (pn_db_begin(db, err) < 0)
+        goto fail;
+    if ((due_beat && beat(p, db, false, err) < 0) ||
+        (marks && write_marks(p, db, marks, err) < 0) || pn_db_commit(db, err) < 0) {
+        pn_db_rollback(db);
+        goto fail;
+    }
+    if (due_beat)
+        p->last_beat_ms = now;
+    json_decref(marks);
+    return 0;
+fail:
+    if (marks) {
+        put_back(p, marks);
+        json_decref(marks);
+    }
+    return -1;
+}
+
+bool pn_presence_dropped(struct pn_presence *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool d = p->dropped;
+    p->dropped = false;
+    pthread_mutex_unlock(&p->mu);
+    return d;
+}
+
+void pn_presence_unregister(struct pn_presence *p, PGconn *db)
+{
+    struct pn_err err;
+    const char *v[] = {p->broker_id};
+    pn_db_cmd(db, &err, "DELETE FROM device_presence WHERE broker_id = $1", 1, v);
+    pn_db_cmd(db, &err, "DELETE FROM brokers WHERE id = $1", 1, v);
+}
