@@ -15,7 +15,6 @@
 #include "piniond.h"
 
 #define HEADER 32
-#define INFLIGHT "('released', 'received', 'downloading', 'installing', 'rescheduled')"
 
 static void put_be(unsigned char *p, uint64_t v, int bytes)
 {
@@ -34,7 +33,7 @@ int pd_chunks_prepare(struct pd *pd, struct pn_err *err)
                       "JOIN deployments dp ON dp.id = u.deployment_id "
                       "JOIN firmware f ON f.id = dp.firmware_id "
                       "WHERE d.identifier = $1 AND d.status = 'active' AND f.uuid = $2 "
-                      "AND f.status = 'active' AND u.state IN " INFLIGHT " LIMIT 1",
+                      "AND f.status = 'active' AND u.state IN " PD_INFLIGHT " LIMIT 1",
                       2, err) < 0)
         return -1;
     return pn_db_prepare(pd->db, PD_INFLIGHT_STMT,
@@ -43,7 +42,7 @@ int pd_chunks_prepare(struct pd *pd, struct pn_err *err)
                          "JOIN deployments dp ON dp.id = u.deployment_id "
                          "JOIN firmware f ON f.id = dp.firmware_id "
                          "WHERE d.identifier = $1 AND d.status = 'active' "
-                         "AND f.status = 'active' AND u.state IN " INFLIGHT
+                         "AND f.status = 'active' AND u.state IN " PD_INFLIGHT
                          " LIMIT " PD_STR(PD_INFLIGHT_MAX),
                          1, err);
 }
@@ -86,7 +85,8 @@ static int maybe_inflight(struct pd *pd, struct pd_dev *dev, const char *uuid, s
     return 0;
 }
 
-void pd_handle_get(struct pd *pd, struct pd_dev *dev, const void *payload, int len)
+void pd_handle_get(struct pd *pd, struct pd_broker *b, struct pd_dev *dev, const void *payload,
+                   int len)
 {
     struct pn_err err;
     struct pd_get g;
@@ -151,6 +151,6 @@ void pd_handle_get(struct pd *pd, struct pd_dev *dev, const void *payload, int l
     }
     char topic[512];
     snprintf(topic, sizeof(topic), "%s/%s/down/chunk", pd->cfg.topic_root, identifier);
-    pd_publish(pd, topic, buf, (int)(HEADER + n), false);
+    pd_publish(b, topic, buf, (int)(HEADER + n), false);
     free(buf);
 }

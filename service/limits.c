@@ -19,13 +19,6 @@
 #define SWEEP_MS 1000 /* a full pass over the devices heard of in the last minute */
 #define IDLE_MS 60000 /* a device unheard of this long, buckets full, is forgotten */
 
-long pd_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
 static const void *dev_key(const void *val, size_t *klen)
 {
     const struct pd_dev *d = val;

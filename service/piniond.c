@@ -1,4 +1,5 @@
-/* piniond main: configuration, the two connections, the loop, signals. */
+/* piniond main: configuration, routing of device messages, the loop,
+ * signals.  Connections live in conn.c. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -9,7 +10,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <mqtt_protocol.h>
 #include <sodium.h>
 
 #include "db.h"
@@ -23,63 +23,6 @@ static void on_signal(int sig)
 {
     (void)sig;
     stop_requested = 1;
-}
-
-void pd_log(const char *fmt, ...)
-{
-    char when[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s piniond: ", when);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-int pd_publish(struct pd *pd, const char *topic, const void *payload, int len, bool retain)
-{
-    int rc = mosquitto_publish(pd->mq, NULL, topic, len, payload, 1, retain);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        pd_log("cannot publish to %s: %s", topic, mosquitto_strerror(rc));
-        return -1;
-    }
-    return 0;
-}
-
-static void on_connect(struct mosquitto *m, void *arg, int rc)
-{
-    struct pd *pd = arg;
-    if (rc != 0) {
-        pd_log("broker refused the connection: %s", mosquitto_reason_string(rc));
-        return;
-    }
-    char status[300], get[300], update[300];
-    snprintf(status, sizeof(status), "$share/piniond/%s/+/up/status", pd->cfg.topic_root);
-    snprintf(get, sizeof(get), "$share/piniond/%s/+/up/get", pd->cfg.topic_root);
-    snprintf(update, sizeof(update), "%s/+/down/update", pd->cfg.topic_root);
-    mosquitto_subscribe(m, NULL, status, 1);
-    mosquitto_subscribe(m, NULL, get, 1);
-    /* Every instance sees every manifest published or cleared, by any
-     * instance, as it happens (not the retained ones already there): the
-     * cue to forget what it knew of that device's firmware in flight.
-     * QoS 0: never held back behind unacknowledged QoS 1 messages, so it
-     * reaches piniond before the device, having received it, can ask. */
-    mosquitto_subscribe_v5(m, NULL, update, 0, MQTT_SUB_OPT_SEND_RETAIN_NEVER, NULL);
-    pd->mq_connected = true;
-    pd_log("connected to %s:%d as %s", pd->cfg.mqtt_host, pd->cfg.mqtt_port, pd->cfg.client_id);
-}
-
-static void on_disconnect(struct mosquitto *m, void *arg, int rc)
-{
-    struct pd *pd = arg;
-    (void)m;
-    if (pd->mq_connected)
-        pd_log("disconnected from the broker (%s)", mosquitto_strerror(rc));
-    pd->mq_connected = false;
 }
 
 static void retry_later(struct pd *pd, const char *ident, const void *payload, int len)
@@ -119,10 +62,8 @@ static void run_retries(struct pd *pd)
 
 /* Routes R/<id>/up/status and R/<id>/up/get, within the device's limits,
  * and notes R/<id>/down/update; anything else is ignored. */
-static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_message *msg)
+static void on_message(struct pd *pd, struct pd_broker *b, const struct mosquitto_message *msg)
 {
-    struct pd *pd = arg;
-    (void)m;
     size_t rl = strlen(pd->cfg.topic_root);
     const char *t = msg->topic;
     if (strncmp(t, pd->cfg.topic_root, rl) != 0 || t[rl] != '/')
@@ -162,29 +103,8 @@ static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_me
         if (pd_handle_status(pd, ident, msg->payload, msg->payloadlen, full) == 1)
             retry_later(pd, ident, msg->payload, msg->payloadlen);
     } else {
-        pd_handle_get(pd, dev, msg->payload, msg->payloadlen);
+        pd_handle_get(pd, b, dev, msg->payload, msg->payloadlen);
     }
-}
-
-int pd_ensure_db(struct pd *pd)
-{
-    struct pn_err err;
-    if (pd->db && PQstatus(pd->db) == CONNECTION_OK)
-        return 0;
-    if (pd->db) {
-        PQfinish(pd->db);
-        pd->db = NULL;
-        pd_log("database connection lost; reconnecting");
-    }
-    pd->db = pn_db_connect_app(pd->cfg.database, "piniond", 5, &err);
-    if (!pd->db || pn_db_check_schema(pd->db, &err) < 0 || pd_chunks_prepare(pd, &err) < 0) {
-        if (pd->db)
-            PQfinish(pd->db);
-        pd->db = NULL;
-        pd_log("%s", err.msg);
-        return -1;
-    }
-    return 0;
 }
 
 static void usage(FILE *to)
@@ -242,45 +162,33 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     mosquitto_lib_init();
-    pd.mq = mosquitto_new(pd.cfg.client_id, true, &pd);
-    if (!pd.mq || mosquitto_tls_set(pd.mq, pd.cfg.ca_file, NULL, pd.cfg.cert_file,
+    /* Checked once here, so that a wrong path stops piniond at start
+     * rather than at every broker it meets. */
+    struct mosquitto *probe = mosquitto_new(pd.cfg.client_id, true, NULL);
+    if (!probe || mosquitto_tls_set(probe, pd.cfg.ca_file, NULL, pd.cfg.cert_file,
                                     pd.cfg.key_file, NULL) != MOSQ_ERR_SUCCESS) {
         fprintf(stderr, "piniond: cannot use the TLS files (ca_file, cert_file, key_file)\n");
         return 1;
     }
-    /* Chunks are request/response: don't let Nagle hold small packets. */
-    mosquitto_int_option(pd.mq, MOSQ_OPT_TCP_NODELAY, 1);
-    /* MQTT 5 for one subscription option: manifests without the retained
-     * backlog (see on_connect). */
-    mosquitto_int_option(pd.mq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
-    mosquitto_connect_callback_set(pd.mq, on_connect);
-    mosquitto_disconnect_callback_set(pd.mq, on_disconnect);
-    mosquitto_message_callback_set(pd.mq, on_message);
+    mosquitto_destroy(probe);
+    pd.on_message = on_message;
+    pd.prepare_db = pd_chunks_prepare;
     pd_log("starting; release key %s", pd.release_key_id);
-    int rc = mosquitto_connect(pd.mq, pd.cfg.mqtt_host, pd.cfg.mqtt_port, 30);
-    if (rc != MOSQ_ERR_SUCCESS)
-        pd_log("cannot connect to %s:%d yet: %s", pd.cfg.mqtt_host, pd.cfg.mqtt_port,
-               mosquitto_strerror(rc));
 
-    long last_tick = 0, last_retry = 0;
+    long last_tick = 0;
     bool renewed_all = false;
     time_t started = time(NULL);
     while (!stop_requested) {
-        rc = mosquitto_loop(pd.mq, 50, 1);
-        if (rc != MOSQ_ERR_SUCCESS && !stop_requested) {
-            if (pd_now_ms() - last_retry > 1000) {
-                last_retry = pd_now_ms();
-                mosquitto_reconnect(pd.mq);
-            } else {
-                usleep(50000);
-            }
-        }
+        pd_brokers_loop(&pd, 50);
         pd_limits_sweep(&pd);
-        if (pd_now_ms() - last_tick < pd.cfg.tick_ms || !pd.mq_connected)
+        if (pd_ensure_db(&pd) < 0) {
+            usleep(200000);
+            continue;
+        }
+        pd_brokers_refresh(&pd, false);
+        if (pd_now_ms() - last_tick < pd.cfg.tick_ms || pd_brokers_connected(&pd) == 0)
             continue;
         last_tick = pd_now_ms();
-        if (pd_ensure_db(&pd) < 0)
-            continue;
         if (!renewed_all) {
             /* An earlier process may have recorded releases it never
              * published: re-issue every in-flight manifest issued before
@@ -290,13 +198,12 @@ int main(int argc, char **argv)
         }
         run_retries(&pd);
         pd_end_stale(&pd);
+        pd_follow_moves(&pd);
         pd_rollout_tick(&pd);
         pd_renew(&pd, 0);
     }
     pd_log("stopping");
-    mosquitto_disconnect(pd.mq);
-    mosquitto_loop(pd.mq, 100, 1);
-    mosquitto_destroy(pd.mq);
+    pd_brokers_close(&pd);
     mosquitto_lib_cleanup();
     if (pd.db)
         PQfinish(pd.db);

@@ -1,5 +1,6 @@
-/* piniond: the release service.  One process: a PostgreSQL connection, an
- * MQTT connection as a service identity, and a loop that (1) releases
+/* piniond: the release service.  One process: a PostgreSQL connection, one
+ * MQTT session per live broker in the registry (as a service identity),
+ * and a loop that (1) releases
  * running deployments to eligible devices within their concurrency,
  * (2) ingests device status, (3) serves firmware chunks.  Every piece of
  * rollout state lives in PostgreSQL, so a restarted piniond resumes where
@@ -86,13 +87,44 @@ struct pd_dev {
     char inflight[PD_INFLIGHT_MAX][37];
 };
 
+/* The update states in which a device holds a manifest (its update is in
+ * flight), as an SQL list: the one definition every query uses. */
+#define PD_INFLIGHT "('released', 'received', 'downloading', 'installing', 'rescheduled')"
+
 struct pn_map;
+struct pd;
+
+/* One broker of the registry (table brokers) and piniond's session to it. */
+struct pd_broker {
+    struct pd *pd;
+    char id[65];
+    char address[256]; /* service_address: host:port */
+    char host[256];
+    int port;
+    struct mosquitto *mq;
+    bool connected;  /* CONNACK received, subscriptions sent */
+    bool listed;     /* in the registry's last read */
+    long next_try_ms;
+    long down_since_ms;   /* 0 while connected */
+    long reported_ms;     /* last "cannot reach" report */
+    char why[128];        /* why it is not connected */
+};
+
+#define PD_BROKERS_MAX 256
+
+/* The message handler piniond.c installs on every session. */
+typedef void (*pd_message_fn)(struct pd *pd, struct pd_broker *b,
+                              const struct mosquitto_message *msg);
 
 struct pd {
     struct pd_config cfg;
     PGconn *db;
-    struct mosquitto *mq;
-    bool mq_connected;
+    struct pd_broker *brokers[PD_BROKERS_MAX];
+    int nbrokers;
+    long last_registry_ms;
+    pd_message_fn on_message;
+    /* Prepares what a new database connection needs (0 / -1 with err). */
+    int (*prepare_db)(struct pd *pd, struct pn_err *err);
     unsigned char release_sk[64];
     char release_key_id[17];
     struct pd_verified verified[PD_VERIFIED_MAX];
@@ -107,10 +139,29 @@ struct pd {
 int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err);
 void pd_config_free(struct pd_config *cfg);
 
+/* conn.c: the bottom layer, which calls nothing above it: logging, the
+ * database connection and the broker sessions. */
 /* One log line: "piniond: ..." with a UTC timestamp, on stderr. */
 void pd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Milliseconds of CLOCK_MONOTONIC. */
 long pd_now_ms(void);
+/* (Re)connects to the database if the connection is gone, and runs
+ * pd->prepare_db on a new one.  0 / -1 (logged). */
+int pd_ensure_db(struct pd *pd);
+/* Reads the live brokers from the registry (at most once a second, or now
+ * with force) and opens, keeps or closes sessions to match. */
+void pd_brokers_refresh(struct pd *pd, bool force);
+/* Waits up to timeout_ms for traffic on any session and handles it;
+ * reconnects lost sessions (once a second). */
+void pd_brokers_loop(struct pd *pd, int timeout_ms);
+void pd_brokers_close(struct pd *pd);
+/* The connected session to broker id, or NULL. */
+struct pd_broker *pd_broker_connected(struct pd *pd, const char *id);
+int pd_brokers_connected(struct pd *pd);
+/* JSON array text of the connected brokers' ids (caller frees). */
+char *pd_brokers_connected_json(struct pd *pd);
+/* Publishes (QoS 1) on one session; logs and returns -1 on failure. */
+int pd_publish(struct pd_broker *b, const char *topic, const void *payload, int len, bool retain);
 
 /* limits.c: per-device limits and accounting.  pd_dev_get finds or makes
  * the device's entry (NULL only when out of memory). */
@@ -144,26 +195,27 @@ int pd_renew(struct pd *pd, time_t issued_before);
  * without a status report.  Their retained manifests are cleared and their
  * slots freed; the devices may be released to again later. */
 int pd_end_stale(struct pd *pd);
-/* piniond.c: (re)connects to the database if the connection is gone, and
- * prepares what the new connection needs.  0 / -1 (logged). */
-int pd_ensure_db(struct pd *pd);
+/* Re-issues the manifests of devices now on another live broker than the
+ * one their manifest was published on (a fresh sequence, published there,
+ * the retained copy on the old broker cleared).  Returns how many, or -1. */
+int pd_follow_moves(struct pd *pd);
 
 /* chunks.c: prepares the chunk lookup on a new connection (0 / -1). */
 #define PD_CHUNK_STMT "pd_chunk_source"
 #define PD_INFLIGHT_STMT "pd_inflight"
 int pd_chunks_prepare(struct pd *pd, struct pn_err *err);
 
-/* Clears the retained manifest of a device. */
-void pd_clear_manifest(struct pd *pd, const char *identifier);
+/* Clears the retained manifest of a device on broker_id (NULL or a broker
+ * piniond is not connected to: nothing to do). */
+void pd_clear_manifest(struct pd *pd, const char *identifier, const char *broker_id);
 
 /* status.c / chunks.c: MQTT message handlers (identifier already valid).
  * pd_handle_status returns 1 when the device is unknown and final is false
  * (the caller may retry later), else 0; with final it logs and ignores. */
 int pd_handle_status(struct pd *pd, const char *identifier, const void *payload, int len,
                      bool final);
-void pd_handle_get(struct pd *pd, struct pd_dev *dev, const void *payload, int len);
-
-/* Publishes (QoS 1); logs and returns -1 on failure. */
-int pd_publish(struct pd *pd, const char *topic, const void *payload, int len, bool retain);
+/* Answers on the session b the request arrived on. */
+void pd_handle_get(struct pd *pd, struct pd_broker *b, struct pd_dev *dev, const void *payload,
+                   int len);
 
 #endif

@@ -21,7 +21,6 @@
 #include "piniond.h"
 #include "semver.h"
 
-#define INFLIGHT "('released', 'received', 'downloading', 'installing', 'rescheduled')"
 #define CANDIDATES 500 /* rows per page in pick_page (its LIMIT) */
 
 struct fwrow {
@@ -197,8 +196,8 @@ static void pause_deployment(struct pd *pd, const char *dep_id, const char *name
 
 /* Ends in-flight updates matching `where` (SQL over u = device_updates and
  * d = devices, parameters $1.. in v) with `state` and `reason`, inside the
- * caller's transaction; appends the devices' identifiers to `ended`, whose
- * retained manifests the caller clears after commit. */
+ * caller's transaction; appends [identifier, broker] of each device to
+ * `ended`, whose retained manifests the caller clears after commit. */
 static int end_inflight(struct pd *pd, const char *where, int n, const char *const *v,
                         const char *state, const char *reason, json_t *ended, struct pn_err *err)
 {
@@ -206,7 +205,7 @@ static int end_inflight(struct pd *pd, const char *where, int n, const char *con
     snprintf(sql, sizeof(sql),
              "UPDATE device_updates u SET state = '%s', reason = $%d, updated_at = now() "
              "FROM devices d, deployments dp WHERE d.id = u.device_id AND dp.id = u.deployment_id "
-             "AND u.state IN " INFLIGHT " AND (%s) RETURNING d.identifier, dp.name",
+             "AND u.state IN " PD_INFLIGHT " AND (%s) RETURNING d.identifier, dp.name, u.broker_id",
              state, n + 1, where);
     const char *args[8];
     for (int i = 0; i < n && i < 7; i++)
@@ -216,7 +215,8 @@ static int end_inflight(struct pd *pd, const char *where, int n, const char *con
     if (!r)
         return -1;
     for (int i = 0; i < PQntuples(r); i++) {
-        json_array_append_new(ended, json_string(PQgetvalue(r, i, 0)));
+        json_array_append_new(ended, json_pack("[s, s?]", PQgetvalue(r, i, 0),
+                                               PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2)));
         pd_log("%s %s's update (deployment %s): %s", state, PQgetvalue(r, i, 0),
                PQgetvalue(r, i, 1), reason);
     }
@@ -231,7 +231,8 @@ static void clear_manifests(struct pd *pd, json_t *ended)
     json_t *id;
     json_array_foreach(ended, i, id)
     {
-        pd_clear_manifest(pd, json_string_value(id));
+        pd_clear_manifest(pd, json_string_value(json_array_get(id, 0)),
+                          json_string_value(json_array_get(id, 1)));
     }
 }
 
@@ -253,6 +254,8 @@ static int fail_release(struct pd *pd, const char *dep_id, const char *name, con
 struct issue {
     char identifier[129];
     int64_t sequence;
+    char broker[65];     /* where it is published; "" nowhere (device not on a broker we reach) */
+    char old_broker[65]; /* where the previous manifest was, "" if unknown */
 };
 
 static int publish_manifest(struct pd *pd, const struct fwrow *f, const char *deployment,
@@ -291,24 +294,35 @@ static int publish_manifest(struct pd *pd, const struct fwrow *f, const char *de
     }
     char topic[512];
     snprintf(topic, sizeof(topic), "%s/%s/down/update", pd->cfg.topic_root, is->identifier);
-    int rc = pd_publish(pd, topic, env, (int)strlen(env), true);
+    struct pd_broker *b = pd_broker_connected(pd, is->broker);
+    int rc = 0;
+    if (b)
+        rc = pd_publish(b, topic, env, (int)strlen(env), true);
     free(env);
     pd_inflight_forget(pd, is->identifier);
     if (rc == 0)
-        pd_log("released %s %s to %s (deployment %s, sequence %lld)", f->product, f->version,
-               is->identifier, deployment, (long long)is->sequence);
+        pd_log("released %s %s to %s (deployment %s, sequence %lld) %s%s", f->product,
+               f->version, is->identifier, deployment, (long long)is->sequence,
+               b ? "on broker " : "to be published when it connects", b ? b->id : "");
+    /* The device moved: its manifest on the broker it left must not be
+     * delivered there again. */
+    if (b && is->old_broker[0] && strcmp(is->old_broker, is->broker) != 0)
+        pd_clear_manifest(pd, is->identifier, is->old_broker);
     return rc;
 }
 
-/* Takes the next sequence of a device and records the (re)issue; inside
- * the caller's transaction. */
+/* Takes the next sequence of a device and records the (re)issue, with the
+ * broker it will be published on: the live broker the device is on, if
+ * piniond has a session there; inside the caller's transaction. */
 static int record_issue(struct pd *pd, const char *device_id, const char *dep_id, time_t issued,
                         bool fresh, struct issue *is, struct pn_err *err)
 {
     const char *v[] = {device_id};
     PGresult *r = pn_db_q(pd->db, err,
                           "UPDATE devices SET manifest_sequence = manifest_sequence + 1 "
-                          "WHERE id = $1 RETURNING manifest_sequence, identifier",
+                          "WHERE id = $1 RETURNING manifest_sequence, identifier, "
+                          "(SELECT p.broker_id FROM live_device_presence p "
+                          " WHERE p.identifier = devices.identifier)",
                           1, v);
     if (!r)
         return -1;
@@ -318,23 +332,35 @@ static int record_issue(struct pd *pd, const char *device_id, const char *dep_id
     }
     is->sequence = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     copy(is->identifier, sizeof(is->identifier), PQgetvalue(r, 0, 1));
+    is->broker[0] = '\0';
+    if (!PQgetisnull(r, 0, 2)) {
+        const char *on = PQgetvalue(r, 0, 2);
+        if (pd_broker_connected(pd, on))
+            copy(is->broker, sizeof(is->broker), on);
+        else
+            pd_log("%s is on broker %s, which piniond cannot reach: its manifest (sequence "
+                   "%lld) waits until piniond reaches it or the device moves",
+                   is->identifier, on, (long long)is->sequence);
+    }
     PQclear(r);
     char seq[24], iss[24], exp[24];
     snprintf(seq, sizeof(seq), "%lld", (long long)is->sequence);
     snprintf(iss, sizeof(iss), "%lld", (long long)issued);
     snprintf(exp, sizeof(exp), "%lld", (long long)(issued + pd->cfg.manifest_ttl));
-    const char *u[] = {device_id, dep_id, seq, iss, exp, fresh ? "t" : "f"};
+    const char *u[] = {device_id, dep_id, seq, iss, exp, fresh ? "t" : "f",
+                       is->broker[0] ? is->broker : NULL};
     return pn_db_cmd(
         pd->db, err,
         "INSERT INTO device_updates (device_id, deployment_id, state, attempts, sequence, "
-        "issued_at, expires_at) VALUES ($1, $2, 'released', 0, $3, to_timestamp($4), "
-        "to_timestamp($5)) ON CONFLICT (device_id, deployment_id) DO UPDATE SET "
+        "issued_at, expires_at, broker_id) VALUES ($1, $2, 'released', 0, $3, "
+        "to_timestamp($4), to_timestamp($5), $7) ON CONFLICT (device_id, deployment_id) DO UPDATE SET "
+        "broker_id = EXCLUDED.broker_id, "
         "state = CASE WHEN $6::bool THEN 'released' ELSE device_updates.state END, "
         "attempts = CASE WHEN device_updates.state = 'penalty' THEN 0 "
         "ELSE device_updates.attempts END, "
         "sequence = EXCLUDED.sequence, issued_at = EXCLUDED.issued_at, "
         "expires_at = EXCLUDED.expires_at, penalty_until = NULL, updated_at = now()",
-        6, u);
+        7, u);
 }
 
 /* One page of candidates with ids above *after (advanced); matching ones
@@ -355,7 +381,7 @@ static int pick_page(struct pd *pd, PGresult *dep, const struct fwrow *f, char a
         " ((u.deployment_id = $1 AND (u.state = 'complete' OR (u.state = 'penalty' AND "
         "   u.penalty_until > now()) OR (u.state = 'expired' AND "
         "   (d.last_seen IS NULL OR d.last_seen <= u.updated_at)))) "
-        "  OR u.state IN " INFLIGHT ")) "
+        "  OR u.state IN " PD_INFLIGHT ")) "
         "ORDER BY d.id LIMIT 500 FOR UPDATE OF d SKIP LOCKED",
         8, v);
     if (!r)
@@ -410,7 +436,7 @@ static int release_deployment(struct pd *pd, const char *dep_id)
                             "SELECT d.id, d.name, d.org_id, d.product_id, d.firmware_id, "
                             "array_to_json(d.tags)::text, d.version_req, d.concurrency, "
                             "(SELECT count(*) FROM device_updates u WHERE u.deployment_id = d.id "
-                            " AND u.state IN " INFLIGHT ") "
+                            " AND u.state IN " PD_INFLIGHT ") "
                             "FROM deployments d WHERE d.id = $1 AND d.state = 'running' "
                             "FOR UPDATE SKIP LOCKED",
                             1, v);
@@ -514,32 +540,17 @@ static int fail_rows(struct pd *pd, PGresult *r, int from, int n, const char *ms
     return 0;
 }
 
-int pd_renew(struct pd *pd, time_t issued_before)
+/* Re-issues, each with a fresh sequence, the in-flight updates a query
+ * selects (columns: device, deployment, its name, firmware, old broker),
+ * locked FOR UPDATE OF u SKIP LOCKED so that two instances never re-issue
+ * the same one.  `what` names the work in the log.  Returns rows, or -1. */
+static int reissue(struct pd *pd, const char *sql, int nv, const char *const *v,
+                   const char *what)
 {
     struct pn_err err;
-    char arg[24];
-    snprintf(arg, sizeof(arg), "%lld",
-             issued_before ? (long long)issued_before : (long long)pd->cfg.manifest_ttl / 2);
     if (pn_db_begin(pd->db, &err) < 0)
         goto dberr;
-    const char *v[] = {arg};
-    /* In-flight updates of running deployments, and of paused ones: a pause
-     * (by hand or at max-failures) lets the devices in flight finish. */
-    PGresult *r = pn_db_q(
-        pd->db, &err,
-        issued_before
-            ? "SELECT u.device_id, u.deployment_id, dp.name, dp.firmware_id, dp.state "
-              "FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "
-              "WHERE u.state IN " INFLIGHT " AND u.issued_at < to_timestamp($1::bigint) "
-              "ORDER BY dp.firmware_id, u.deployment_id, u.device_id LIMIT 1000 "
-              "FOR UPDATE OF u SKIP LOCKED"
-            : "SELECT u.device_id, u.deployment_id, dp.name, dp.firmware_id, dp.state "
-              "FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "
-              "WHERE u.state IN " INFLIGHT " "
-              "AND u.expires_at < now() + make_interval(secs => $1::int) "
-              "ORDER BY dp.firmware_id, u.deployment_id, u.device_id LIMIT 1000 "
-              "FOR UPDATE OF u SKIP LOCKED",
-        1, v);
+    PGresult *r = pn_db_q(pd->db, &err, sql, nv, v);
     if (!r)
         goto dberr;
     int n = PQntuples(r);
@@ -567,6 +578,7 @@ int pd_renew(struct pd *pd, time_t issued_before)
             continue;
         if (record_issue(pd, PQgetvalue(r, i, 0), dep_id, issued, false, &issues[i], &err) < 0)
             goto fail;
+        copy(issues[i].old_broker, sizeof(issues[i].old_broker), PQgetvalue(r, i, 4));
         publish[i] = true;
     }
     if (pn_db_commit(pd->db, &err) < 0)
@@ -583,7 +595,7 @@ int pd_renew(struct pd *pd, time_t issued_before)
 fail:
     if (result < 0) {
         pn_db_rollback(pd->db);
-        pd_log("renewing manifests: %s", err.msg);
+        pd_log("%s: %s", what, err.msg);
     }
     for (int k = 0; k < nfw; k++)
         fwrow_free(&fws[k]);
@@ -595,8 +607,54 @@ fail:
     return result;
 dberr:
     pn_db_rollback(pd->db);
-    pd_log("renewing manifests: %s", err.msg);
+    pd_log("%s: %s", what, err.msg);
     return -1;
+}
+
+#define REISSUE_COLUMNS                                                                        \
+    "SELECT u.device_id, u.deployment_id, dp.name, dp.firmware_id, u.broker_id "              \
+    "FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "
+
+int pd_renew(struct pd *pd, time_t issued_before)
+{
+    char arg[24];
+    snprintf(arg, sizeof(arg), "%lld",
+             issued_before ? (long long)issued_before : (long long)pd->cfg.manifest_ttl / 2);
+    const char *v[] = {arg};
+    /* In-flight updates of running deployments, and of paused ones: a pause
+     * (by hand or at max-failures) lets the devices in flight finish. */
+    return reissue(pd,
+                   issued_before
+                       ? REISSUE_COLUMNS "WHERE u.state IN " PD_INFLIGHT
+                                         " AND u.issued_at < to_timestamp($1::bigint) "
+                                         "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
+                                         "LIMIT 1000 FOR UPDATE OF u SKIP LOCKED"
+                       : REISSUE_COLUMNS "WHERE u.state IN " PD_INFLIGHT " "
+                                         "AND u.expires_at < now() + make_interval(secs => $1::int) "
+                                         "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
+                                         "LIMIT 1000 FOR UPDATE OF u SKIP LOCKED",
+                   1, v, "renewing manifests");
+}
+
+int pd_follow_moves(struct pd *pd)
+{
+    char *brokers = pd_brokers_connected_json(pd);
+    if (!brokers)
+        return -1;
+    const char *v[] = {brokers};
+    /* Only towards brokers piniond reaches: elsewhere the manifest could
+     * not be published, and the unreachable broker is reported instead. */
+    int n = reissue(pd,
+                    REISSUE_COLUMNS "JOIN devices d ON d.id = u.device_id "
+                                    "JOIN live_device_presence p ON p.identifier = d.identifier "
+                                    "WHERE u.state IN " PD_INFLIGHT " "
+                                    "AND u.broker_id IS DISTINCT FROM p.broker_id "
+                                    "AND p.broker_id IN (SELECT jsonb_array_elements_text($1::jsonb)) "
+                                    "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
+                                    "LIMIT 1000 FOR UPDATE OF u SKIP LOCKED",
+                    1, v, "re-issuing manifests of devices that moved");
+    free(brokers);
+    return n;
 }
 
 int pd_end_stale(struct pd *pd)
@@ -629,10 +687,12 @@ fail:
     return -1;
 }
 
-void pd_clear_manifest(struct pd *pd, const char *identifier)
+void pd_clear_manifest(struct pd *pd, const char *identifier, const char *broker_id)
 {
     char topic[512];
     snprintf(topic, sizeof(topic), "%s/%s/down/update", pd->cfg.topic_root, identifier);
-    pd_publish(pd, topic, NULL, 0, true);
+    struct pd_broker *b = pd_broker_connected(pd, broker_id);
+    if (b)
+        pd_publish(b, topic, NULL, 0, true);
     pd_inflight_forget(pd, identifier);
 }

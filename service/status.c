@@ -11,7 +11,6 @@
 #include "messages.h"
 #include "piniond.h"
 
-#define INFLIGHT "('released', 'received', 'downloading', 'installing', 'rescheduled')"
 
 int pd_handle_status(struct pd *pd, const char *identifier, const void *payload, int len,
                      bool final)
@@ -26,6 +25,7 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
     bool fw = st.has_firmware;
 
     bool clear = false;
+    char clear_on[65] = ""; /* the broker holding the retained manifest */
     if (pn_db_begin(pd->db, &err) < 0)
         goto dberr;
     /* A report's firmware object replaces all four fields together (an
@@ -59,10 +59,11 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
 
     const char *uv[] = {device_id};
     r = pn_db_q(pd->db, &err,
-                "SELECT u.deployment_id, u.attempts, f.uuid, dp.name FROM device_updates u "
+                "SELECT u.deployment_id, u.attempts, f.uuid, dp.name, u.broker_id "
+                "FROM device_updates u "
                 "JOIN deployments dp ON dp.id = u.deployment_id "
                 "JOIN firmware f ON f.id = dp.firmware_id "
-                "WHERE u.device_id = $1 AND u.state IN " INFLIGHT " FOR UPDATE OF u",
+                "WHERE u.device_id = $1 AND u.state IN " PD_INFLIGHT " FOR UPDATE OF u",
                 1, uv);
     if (!r)
         goto dberr;
@@ -70,6 +71,8 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
         const char *dep = PQgetvalue(r, i, 0), *name = PQgetvalue(r, i, 3);
         int attempts = atoi(PQgetvalue(r, i, 1));
         const char *why = reason ? reason : "";
+        if (!PQgetisnull(r, i, 4))
+            snprintf(clear_on, sizeof(clear_on), "%s", PQgetvalue(r, i, 4));
         if (uuid && strcmp(uuid, PQgetvalue(r, i, 2)) == 0) {
             const char *v[] = {device_id, dep};
             if (pn_db_cmd(pd->db, &err,
@@ -142,7 +145,7 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
     if (pn_db_commit(pd->db, &err) < 0)
         goto dberr;
     if (clear)
-        pd_clear_manifest(pd, identifier);
+        pd_clear_manifest(pd, identifier, clear_on[0] ? clear_on : NULL);
     pd_status_free(&st);
     return 0;
 dberr_r:

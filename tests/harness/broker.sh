@@ -65,6 +65,9 @@ broker_config() {
         echo "plugin $PINION_PLUGIN"
         echo "plugin_opt_database $PINION_DB"
         echo "plugin_opt_trust_dir ${BROKER_TRUST[$name]}"
+        # The registry entry piniond dials (README "Scaling out").
+        echo "plugin_opt_broker_id $name"
+        echo "plugin_opt_service_address 127.0.0.1:${BROKER_PORT[$name]}"
         local kv
         for kv in "$@"; do
             echo "plugin_opt_${kv%%=*} ${kv#*=}"
