@@ -643,11 +643,14 @@ int pd_follow_moves(struct pd *pd)
         return -1;
     const char *v[] = {brokers};
     /* Only towards brokers piniond reaches: elsewhere the manifest could
-     * not be published, and the unreachable broker is reported instead. */
+     * not be published, and the unreachable broker is reported instead.
+     * Not while installing: the device needs no manifest to finish, and
+     * it reconnects (anywhere) after its reboot to report. */
     int n = reissue(pd,
                     REISSUE_COLUMNS "JOIN devices d ON d.id = u.device_id "
                                     "JOIN live_device_presence p ON p.identifier = d.identifier "
                                     "WHERE u.state IN " PD_INFLIGHT " "
+                                    "AND u.state <> 'installing' "
                                     "AND u.broker_id IS DISTINCT FROM p.broker_id "
                                     "AND p.broker_id IN (SELECT jsonb_array_elements_text($1::jsonb)) "
                                     "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
