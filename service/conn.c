@@ -22,6 +22,7 @@
 
 #define REGISTRY_MS 1000  /* how often the registry is read */
 #define RETRY_MS 1000     /* reconnect attempts to a lost broker */
+#define CONNECT_MS 3000   /* an attempt without CONNACK by then is abandoned */
 #define REPORT_MS 30000   /* "cannot reach" reports about one broker */
 #define REPORT_AFTER_MS 3000
 
@@ -157,13 +158,36 @@ static int split_address(const char *addr, char *host, size_t hlen, int *port)
     return 0;
 }
 
+/* A new client object for every attempt: after a broker died, an old one
+ * can sit in a half-connected state until its keepalive runs out. */
 static void try_connect(struct pd_broker *b)
 {
-    b->next_try_ms = pd_now_ms() + RETRY_MS;
-    int rc = b->mq ? mosquitto_connect_async(b->mq, b->host, b->port, 30) : MOSQ_ERR_NOMEM;
+    struct pd *pd = b->pd;
+    b->attempt_ms = pd_now_ms();
+    b->next_try_ms = b->attempt_ms + RETRY_MS;
+    if (b->mq)
+        mosquitto_destroy(b->mq);
+    char cid[256];
+    snprintf(cid, sizeof(cid), "%s-%s", pd->cfg.client_id, b->id);
+    b->mq = mosquitto_new(cid, true, b);
+    if (!b->mq || mosquitto_tls_set(b->mq, pd->cfg.ca_file, NULL, pd->cfg.cert_file,
+                                    pd->cfg.key_file, NULL) != MOSQ_ERR_SUCCESS) {
+        snprintf(b->why, sizeof(b->why), "cannot use the TLS files");
+        return;
+    }
+    /* Chunks are request/response: don't let Nagle hold small packets. */
+    mosquitto_int_option(b->mq, MOSQ_OPT_TCP_NODELAY, 1);
+    /* MQTT 5 for one subscription option: manifests without the retained
+     * backlog (see on_connect). */
+    mosquitto_int_option(b->mq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    mosquitto_connect_callback_set(b->mq, on_connect);
+    mosquitto_disconnect_callback_set(b->mq, on_disconnect);
+    mosquitto_message_callback_set(b->mq, on_message);
+    int rc = mosquitto_connect_async(b->mq, b->host, b->port, 30);
     if (rc != MOSQ_ERR_SUCCESS)
         snprintf(b->why, sizeof(b->why), "%s",
-                 rc == MOSQ_ERR_ERRNO ? "connection failed" : mosquitto_strerror(rc));
+                 rc == MOSQ_ERR_ERRNO ? "connection refused or unreachable"
+                                      : mosquitto_strerror(rc));
 }
 
 static struct pd_broker *session_new(struct pd *pd, const char *id, const char *address)
@@ -179,25 +203,6 @@ static struct pd_broker *session_new(struct pd *pd, const char *id, const char *
         snprintf(b->why, sizeof(b->why), "service_address '%s' is not host:port", address);
         return b; /* kept, so that it is reported */
     }
-    char cid[256];
-    snprintf(cid, sizeof(cid), "%s-%s", pd->cfg.client_id, id);
-    b->mq = mosquitto_new(cid, true, b);
-    if (!b->mq || mosquitto_tls_set(b->mq, pd->cfg.ca_file, NULL, pd->cfg.cert_file,
-                                    pd->cfg.key_file, NULL) != MOSQ_ERR_SUCCESS) {
-        if (b->mq)
-            mosquitto_destroy(b->mq);
-        b->mq = NULL;
-        snprintf(b->why, sizeof(b->why), "cannot use the TLS files");
-        return b;
-    }
-    /* Chunks are request/response: don't let Nagle hold small packets. */
-    mosquitto_int_option(b->mq, MOSQ_OPT_TCP_NODELAY, 1);
-    /* MQTT 5 for one subscription option: manifests without the retained
-     * backlog (see on_connect). */
-    mosquitto_int_option(b->mq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
-    mosquitto_connect_callback_set(b->mq, on_connect);
-    mosquitto_disconnect_callback_set(b->mq, on_disconnect);
-    mosquitto_message_callback_set(b->mq, on_message);
     try_connect(b);
     return b;
 }
@@ -346,23 +351,24 @@ void pd_brokers_loop(struct pd *pd, int timeout_ms)
     long now = pd_now_ms();
     for (int i = 0; i < pd->nbrokers; i++) {
         struct pd_broker *b = pd->brokers[i];
-        if (!b->mq)
+        if (!b->mq) {
+            if (b->host[0] && now >= b->next_try_ms)
+                try_connect(b);
             continue;
+        }
         int rc = mosquitto_socket(b->mq) >= 0 ? mosquitto_loop(b->mq, 0, 1) : MOSQ_ERR_NO_CONN;
-        if (rc == MOSQ_ERR_SUCCESS)
+        /* libmosquitto does not always report a refused asynchronous
+         * connect: an attempt without CONNACK in CONNECT_MS is retried. */
+        if (rc == MOSQ_ERR_SUCCESS && (b->connected || now - b->attempt_ms < CONNECT_MS))
             continue;
+        if (rc == MOSQ_ERR_SUCCESS)
+            snprintf(b->why, sizeof(b->why), "no answer within %d s", CONNECT_MS / 1000);
         if (b->connected)
             on_disconnect(b->mq, b, rc);
         if (!b->down_since_ms)
             b->down_since_ms = now;
-        if (now >= b->next_try_ms) {
-            b->next_try_ms = now + RETRY_MS;
-            rc = mosquitto_reconnect_async(b->mq);
-            if (rc != MOSQ_ERR_SUCCESS)
-                snprintf(b->why, sizeof(b->why), "%s",
-                         rc == MOSQ_ERR_ERRNO ? "connection refused or unreachable"
-                                              : mosquitto_strerror(rc));
-        }
+        if (now >= b->next_try_ms)
+            try_connect(b);
     }
 }
 

@@ -104,7 +104,7 @@ struct pd_broker {
     struct mosquitto *mq;
     bool connected;  /* CONNACK received, subscriptions sent */
     bool listed;     /* in the registry's last read */
-    long next_try_ms;
+    long next_try_ms, attempt_ms;
     long down_since_ms;   /* 0 while connected */
     long reported_ms;     /* last "cannot reach" report */
     char why[128];        /* why it is not connected */
