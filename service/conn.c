@@ -271,8 +271,8 @@ static void report_unreachable(struct pd *pd, struct pd_broker *b, long now)
     if (r && n > 0)
         snprintf(example, sizeof(example), ", e.g. %s", PQgetvalue(r, 0, 1));
     PQclear(r);
-    pd_log("cannot reach broker %s at %s (%s): %ld devices connected there get no manifest "
-           "until piniond can%s",
+    pd_log("cannot reach broker %s at %s (%s); devices connected there get no manifest until "
+           "piniond can: %ld%s",
            b->id, b->address, b->why[0] ? b->why : "not connected", n, example);
 }
 
