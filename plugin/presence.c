@@ -27,7 +27,7 @@ struct session {
 struct pn_presence {
     char broker_id[PN_BROKER_ID_MAX + 1];
     char *service_address;
-    int64_t next_gen; /* main thread */
+    int64_t next_gen;        /* main thread */
     struct pn_map *sessions; /* main thread: identifier -> session */
     pthread_mutex_t mu;
     json_t *pending; /* identifier -> [connected 0/1, generation, at_ms]; latest mark wins */
@@ -88,8 +88,8 @@ void pn_presence_free(struct pn_presence *p)
 
 static void mark(struct pn_presence *p, const char *identifier, bool connected, int64_t gen)
 {
-    json_t *m = json_pack("[b, I, I]", connected, (json_int_t)gen,
-                          (json_int_t)now_ms(CLOCK_REALTIME));
+    json_t *m =
+        json_pack("[b, I, I]", connected, (json_int_t)gen, (json_int_t)now_ms(CLOCK_REALTIME));
     if (!m)
         return;
     pthread_mutex_lock(&p->mu);

@@ -20,10 +20,10 @@
 #include "db.h"
 #include "piniond.h"
 
-#define REGISTRY_MS 1000  /* how often the registry is read */
-#define RETRY_MS 1000     /* reconnect attempts to a lost broker */
-#define CONNECT_MS 3000   /* an attempt without CONNACK by then is abandoned */
-#define REPORT_MS 30000   /* "cannot reach" reports about one broker */
+#define REGISTRY_MS 1000 /* how often the registry is read */
+#define RETRY_MS 1000    /* reconnect attempts to a lost broker */
+#define CONNECT_MS 3000  /* an attempt without CONNACK by then is abandoned */
+#define REPORT_MS 30000  /* "cannot reach" reports about one broker */
 #define REPORT_AFTER_MS 3000
 
 void pd_log(const char *fmt, ...)
@@ -233,6 +233,17 @@ struct pd_broker *pd_broker_connected(struct pd *pd, const char *id)
     return b && b->connected ? b : NULL;
 }
 
+struct pd_broker *pd_broker_fallback(struct pd *pd)
+{
+    struct pd_broker *best = NULL;
+    for (int i = 0; i < pd->nbrokers; i++) {
+        struct pd_broker *b = pd->brokers[i];
+        if (b->connected && (!best || strcmp(b->id, best->id) < 0))
+            best = b;
+    }
+    return best;
+}
+
 int pd_brokers_connected(struct pd *pd)
 {
     int n = 0;
@@ -306,8 +317,7 @@ void pd_brokers_refresh(struct pd *pd, bool force)
         }
         if (!b) {
             if (pd->nbrokers == PD_BROKERS_MAX) {
-                pd_log("broker %s ignored: piniond keeps at most %d sessions", id,
-                       PD_BROKERS_MAX);
+                pd_log("broker %s ignored: piniond keeps at most %d sessions", id, PD_BROKERS_MAX);
                 continue;
             }
             pd_log("broker %s at %s is in the registry; connecting", id, addr);

@@ -158,6 +158,9 @@ void pd_brokers_close(struct pd *pd);
 /* The connected session to broker id, or NULL. */
 struct pd_broker *pd_broker_connected(struct pd *pd, const char *id);
 int pd_brokers_connected(struct pd *pd);
+/* Where the manifest of a device connected nowhere is kept: the connected
+ * broker with the lowest id (the same for every instance), or NULL. */
+struct pd_broker *pd_broker_fallback(struct pd *pd);
 /* JSON array text of the connected brokers' ids (caller frees). */
 char *pd_brokers_connected_json(struct pd *pd);
 /* Publishes (QoS 1) on one session; logs and returns -1 on failure. */

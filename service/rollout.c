@@ -303,7 +303,7 @@ static int publish_manifest(struct pd *pd, const struct fwrow *f, const char *de
     if (rc == 0)
         pd_log("released %s %s to %s (deployment %s, sequence %lld) %s%s", f->product,
                f->version, is->identifier, deployment, (long long)is->sequence,
-               b ? "on broker " : "to be published when it connects", b ? b->id : "");
+               b ? "on broker " : "(published when piniond reaches a broker)", b ? b->id : "");
     /* The device moved: its manifest on the broker it left must not be
      * delivered there again. */
     if (b && is->old_broker[0] && strcmp(is->old_broker, is->broker) != 0)
@@ -333,7 +333,14 @@ static int record_issue(struct pd *pd, const char *device_id, const char *dep_id
     is->sequence = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     copy(is->identifier, sizeof(is->identifier), PQgetvalue(r, 0, 1));
     is->broker[0] = '\0';
-    if (!PQgetisnull(r, 0, 2)) {
+    if (PQgetisnull(r, 0, 2)) {
+        /* Connected nowhere: retained on one broker, as with a single
+         * broker; if the device shows up on another, it is re-issued
+         * there.  Other instances learn of it there (down/update). */
+        struct pd_broker *b = pd_broker_fallback(pd);
+        if (b)
+            copy(is->broker, sizeof(is->broker), b->id);
+    } else {
         const char *on = PQgetvalue(r, 0, 2);
         if (pd_broker_connected(pd, on))
             copy(is->broker, sizeof(is->broker), on);
