@@ -1,0 +1,459 @@
+/* Release fan-out over several brokers (README "Scaling out", issue 9).
+ *
+ * Simulates N lightweight devices in one process: one libmosquitto client
+ * each, all driven by one epoll loop, each with its own certificate made
+ * here (signed by a registered Device CA) and an SSL_CTX holding just that.
+ * Phases, each timed:
+ *   1. connect storm through the load balancer: every device connects,
+ *      subscribes to <root>/<id>/down/update and reports firmware 1.0.0;
+ *      the database's committed transactions during the storm, until every
+ *      device's presence row is written, measure what presence costs;
+ *   2. fan-out: runs --deploy CMD (creates and starts a deployment), then
+ *      waits until every device has received a non-empty manifest;
+ *   3. raw (with --raw-port, repeatable): one publisher client per broker,
+ *      in this process, publishes a payload of the manifests' size to each
+ *      device's topic on the broker the device is on (from device_presence),
+ *      QoS 1, and waits until every device has received it.
+ * Prints one "fanout: ..." line per figure; exits 1 if any device missed
+ * anything within --timeout (a correctness check, also run tiny in CI).
+ *
+ *   fanout --port P --cafile CA --ca-dir DIR --db CONNINFO --devices N
+ *          [--prefix fo-] [--deploy CMD] [--raw-port P --raw-cert C --raw-key K]...
+ *          [--parallel 200] [--timeout 300] */
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+#include <mosquitto.h>
+#include <openssl/ssl.h>
+
+#include "cert.h"
+#include "db.h"
+
+#define MAX_RAW 8
+
+struct dev {
+    struct mosquitto *mq;
+    SSL_CTX *ctx;
+    char id[64];
+    int fd;
+    bool connecting, connected, got_manifest, got_raw;
+    size_t manifest_len;
+};
+
+static struct dev *devs;
+static int ndev, nconnected, nmanifest, nraw;
+static bool raw_phase;
+static int ep;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void on_connect(struct mosquitto *m, void *arg, int rc)
+{
+    struct dev *d = arg;
+    if (rc != 0) {
+        fprintf(stderr, "fanout: %s refused: %s\n", d->id, mosquitto_connack_string(rc));
+        return;
+    }
+    char topic[128], status[256];
+    snprintf(topic, sizeof(topic), "fleet/%s/down/update", d->id);
+    mosquitto_subscribe(m, NULL, topic, 1);
+    snprintf(topic, sizeof(topic), "fleet/%s/up/status", d->id);
+    snprintf(status, sizeof(status),
+             "{\"firmware\":{\"uuid\":\"factory\",\"version\":\"1.0.0\",\"product\":\"sensor\","
+             "\"platform\":\"rpi4\",\"architecture\":\"aarch64\"},\"state\":\"idle\","
+             "\"progress\":0}");
+    mosquitto_publish(m, NULL, topic, (int)strlen(status), status, 1, false);
+    if (!d->connected) {
+        d->connected = true;
+        nconnected++;
+    }
+    d->connecting = false;
+}
+
+static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_message *msg)
+{
+    struct dev *d = arg;
+    (void)m;
+    if (msg->payloadlen <= 0)
+        return;
+    if (raw_phase) {
+        if (!d->got_raw) {
+            d->got_raw = true;
+            nraw++;
+        }
+    } else if (!d->got_manifest) {
+        d->got_manifest = true;
+        d->manifest_len = (size_t)msg->payloadlen;
+        nmanifest++;
+    }
+}
+
+/* Re-arms the device's socket for what libmosquitto wants next. */
+static void arm(struct dev *d)
+{
+    int fd = mosquitto_socket(d->mq);
+    /* Until CONNACK, writable also means "TCP connected, go on with TLS". */
+    bool out = mosquitto_want_write(d->mq) || !d->connected;
+    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = d};
+    if (fd < 0) {
+        d->fd = -1; /* closed: epoll dropped it */
+        return;
+    }
+    if (fd != d->fd) {
+        d->fd = fd;
+        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    } else {
+        epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+    }
+}
+
+/* One pass of the event loop, up to ms. */
+static void pump(int ms)
+{
+    struct epoll_event evs[512];
+    int n = epoll_wait(ep, evs, 512, ms);
+    for (int i = 0; i < n; i++) {
+        struct dev *d = evs[i].data.ptr;
+        /* mosquitto_loop, not loop_read/loop_write: only it carries an
+         * asynchronous connect on to the TLS handshake.  Timeout 0. */
+        mosquitto_loop(d->mq, 0, 10);
+        arm(d);
+    }
+}
+
+static void misc_all(void)
+{
+    for (int i = 0; i < ndev; i++)
+        if (devs[i].fd >= 0) {
+            mosquitto_loop_misc(devs[i].mq);
+            arm(&devs[i]);
+        }
+}
+
+static SSL_CTX *device_ctx(const char *cafile, X509 *cert, EVP_PKEY *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx || SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1 ||
+        SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    return ctx;
+}
+
+static long long commits(PGconn *db)
+{
+    PGresult *r = PQexec(db, "SELECT xact_commit FROM pg_stat_database "
+                             "WHERE datname = current_database()");
+    long long n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return n;
+}
+
+static int presence_rows(PGconn *db, const char *prefix)
+{
+    const char *v[] = {prefix};
+    PGresult *r = PQexecParams(db,
+                               "SELECT count(*) FROM device_presence WHERE "
+                               "starts_with(identifier, $1)",
+                               1, NULL, v, NULL, NULL, 0);
+    int n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return n;
+}
+
+/* Waits until *count reaches target or the deadline; returns the time. */
+static double wait_for(int *count, int target, double deadline)
+{
+    double last_misc = now_s();
+    while (*count < target && now_s() < deadline) {
+        pump(50);
+        if (now_s() - last_misc > 1) {
+            misc_all();
+            last_misc = now_s();
+        }
+    }
+    return now_s();
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: fanout --port P --cafile CA --ca-dir DIR --db CONNINFO --devices N\n"
+                    "  [--prefix fo-] [--deploy CMD] [--raw-port P --raw-cert C --raw-key K]...\n"
+                    "  [--parallel 200] [--timeout 300]\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *cafile = NULL, *ca_dir = NULL, *conninfo = NULL, *prefix = "fo-", *deploy = NULL;
+    const char *raw_cert = NULL, *raw_key = NULL;
+    int port = 0, parallel = 200, nraw_ports = 0, raw_ports[MAX_RAW];
+    double timeout = 300;
+    static const struct option lo[] = {{"port", 1, 0, 'p'},
+                                       {"cafile", 1, 0, 'a'},
+                                       {"ca-dir", 1, 0, 'c'},
+                                       {"db", 1, 0, 'd'},
+                                       {"devices", 1, 0, 'n'},
+                                       {"prefix", 1, 0, 'x'},
+                                       {"deploy", 1, 0, 'D'},
+                                       {"raw-port", 1, 0, 'r'},
+                                       {"raw-cert", 1, 0, 'C'},
+                                       {"raw-key", 1, 0, 'K'},
+                                       {"parallel", 1, 0, 'P'},
+                                       {"timeout", 1, 0, 't'},
+                                       {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (c) {
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'a':
+            cafile = optarg;
+            break;
+        case 'c':
+            ca_dir = optarg;
+            break;
+        case 'd':
+            conninfo = optarg;
+            break;
+        case 'n':
+            ndev = atoi(optarg);
+            break;
+        case 'x':
+            prefix = optarg;
+            break;
+        case 'D':
+            deploy = optarg;
+            break;
+        case 'r':
+            if (nraw_ports < MAX_RAW)
+                raw_ports[nraw_ports++] = atoi(optarg);
+            break;
+        case 'C':
+            raw_cert = optarg;
+            break;
+        case 'K':
+            raw_key = optarg;
+            break;
+        case 'P':
+            parallel = atoi(optarg);
+            break;
+        case 't':
+            timeout = atof(optarg);
+            break;
+        default:
+            usage();
+            return 2;
+        }
+    }
+    if (!port || !cafile || !ca_dir || !conninfo || ndev <= 0 || parallel <= 0 ||
+        (nraw_ports && (!raw_cert || !raw_key))) {
+        usage();
+        return 2;
+    }
+    struct pn_err err;
+    X509 *ca;
+    EVP_PKEY *cakey;
+    if (pn_ca_dir_load(ca_dir, &ca, &cakey, &err) < 0) {
+        fprintf(stderr, "fanout: %s\n", err.msg);
+        return 1;
+    }
+    PGconn *db = PQconnectdb(conninfo);
+    if (PQstatus(db) != CONNECTION_OK) {
+        fprintf(stderr, "fanout: database: %s", PQerrorMessage(db));
+        return 1;
+    }
+    mosquitto_lib_init();
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    devs = calloc((size_t)ndev, sizeof(*devs));
+    if (!devs || ep < 0)
+        return 1;
+
+    double t0 = now_s();
+    for (int i = 0; i < ndev; i++) {
+        struct dev *d = &devs[i];
+        snprintf(d->id, sizeof(d->id), "%s%d", prefix, i);
+        d->fd = -1;
+        EVP_PKEY *key = pn_key_generate("ec", &err);
+        struct pn_cert_spec spec = {PN_CERT_DEVICE, d->id, NULL, 30};
+        X509 *x = key ? pn_cert_make(&spec, key, ca, cakey, &err) : NULL;
+        d->ctx = x ? device_ctx(cafile, x, key) : NULL;
+        X509_free(x);
+        EVP_PKEY_free(key);
+        d->mq = d->ctx ? mosquitto_new(d->id, true, d) : NULL;
+        if (!d->mq) {
+            fprintf(stderr, "fanout: cannot make device %s\n", d->id);
+            return 1;
+        }
+        /* Ours as it is: libmosquitto's defaults would want a cafile. */
+        mosquitto_int_option(d->mq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
+        mosquitto_void_option(d->mq, MOSQ_OPT_SSL_CTX, d->ctx);
+        mosquitto_connect_callback_set(d->mq, on_connect);
+        mosquitto_message_callback_set(d->mq, on_message);
+    }
+    printf("fanout: %d device certificates made in %.1f s\n", ndev, now_s() - t0);
+
+    /* The database's transactions with no device around (piniond's ticks,
+     * the brokers' heartbeats), over 3 s, to set the storm's figure off. */
+    long long b0 = commits(db);
+    usleep(3000000);
+    long long b1 = commits(db);
+    printf("fanout: idle: %.0f transactions/s in the database before the storm\n", (b1 - b0) / 3.0);
+
+    /* 1. Connect storm, at most `parallel` handshakes at a time. */
+    long long c0 = commits(db);
+    double deadline = now_s() + timeout;
+    t0 = now_s();
+    int next = 0;
+    double last_misc = t0;
+    while (nconnected < ndev && now_s() < deadline) {
+        int pending = 0;
+        for (int i = 0; i < next; i++)
+            pending += devs[i].connecting;
+        for (; next < ndev && pending < parallel; next++, pending++) {
+            devs[next].connecting = true;
+            int crc = mosquitto_connect_async(devs[next].mq, "127.0.0.1", port, 300);
+            if (crc != MOSQ_ERR_SUCCESS)
+                fprintf(stderr, "fanout: %s: connect: %s\n", devs[next].id,
+                        mosquitto_strerror(crc));
+            arm(&devs[next]);
+        }
+        pump(20);
+        if (now_s() - last_misc > 1) {
+            misc_all();
+            last_misc = now_s();
+        }
+    }
+    double t_conn = now_s() - t0;
+    while (presence_rows(db, prefix) < ndev && now_s() < deadline)
+        wait_for(&nconnected, ndev + 1, now_s() + 0.1); /* keeps the sessions served */
+    double t_pres = now_s() - t0;
+    /* Backends publish their counters about once a second: wait for them. */
+    wait_for(&nconnected, ndev + 1, now_s() + 1.5);
+    long long c1 = commits(db);
+    printf("fanout: connect storm: %d/%d connected in %.2f s (%.0f/s)\n", nconnected, ndev, t_conn,
+           nconnected / t_conn);
+    printf("fanout: presence: %d rows after %.2f s; %lld transactions committed in the database "
+           "(all clients, until 1.5 s later), %.0f/s over the storm\n",
+           presence_rows(db, prefix), t_pres, c1 - c0, (c1 - c0) / t_pres);
+    int rc = nconnected == ndev && presence_rows(db, prefix) == ndev ? 0 : 1;
+
+    /* 2. Fan-out of a release by piniond. */
+    if (deploy) {
+        /* Every device's status (firmware 1.0.0) recorded first. */
+        char like[80];
+        snprintf(like, sizeof(like), "%s%%", prefix);
+        const char *v[] = {like};
+        for (;;) {
+            PGresult *r = PQexecParams(db,
+                                       "SELECT count(*) FROM devices WHERE identifier LIKE $1 "
+                                       "AND firmware_version = '1.0.0'",
+                                       1, NULL, v, NULL, NULL, 0);
+            int n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0)) : -1;
+            PQclear(r);
+            if (n >= ndev || now_s() > deadline)
+                break;
+            wait_for(&nconnected, ndev + 1, now_s() + 0.2);
+        }
+        t0 = now_s();
+        if (system(deploy) != 0) {
+            fprintf(stderr, "fanout: --deploy command failed\n");
+            return 1;
+        }
+        double t_first = 0;
+        while (nmanifest < ndev && now_s() < t0 + timeout) {
+            wait_for(&nmanifest, nmanifest + 1, t0 + timeout);
+            if (nmanifest > 0 && !t_first)
+                t_first = now_s();
+        }
+        double t_all = now_s() - t0;
+        size_t len = 0;
+        for (int i = 0; i < ndev; i++)
+            len = devs[i].manifest_len > len ? devs[i].manifest_len : len;
+        printf("fanout: release: %d/%d devices received their manifest %.2f s after the "
+               "deployment started (first after %.2f s); %.0f manifests/s signed and delivered "
+               "(first to last); manifest %zu bytes\n",
+               nmanifest, ndev, t_all, t_first - t0, nmanifest / (now_s() - t_first + 1e-9), len);
+        if (nmanifest != ndev)
+            rc = 1;
+
+        /* 3. The same payloads from one process, one client per broker. */
+        if (nraw_ports) {
+            struct mosquitto *pub[MAX_RAW];
+            PGresult *r =
+                PQexecParams(db,
+                             "SELECT p.identifier, b.service_address FROM device_presence "
+                             "p JOIN brokers b ON b.id = p.broker_id "
+                             "WHERE p.identifier LIKE $1",
+                             1, NULL, v, NULL, NULL, 0);
+            char *payload = malloc(len ? len : 1);
+            memset(payload, 'x', len ? len : 1);
+            for (int k = 0; k < nraw_ports; k++) {
+                char cid[64];
+                snprintf(cid, sizeof(cid), "piniond-raw-%d", k);
+                pub[k] = mosquitto_new(cid, true, NULL);
+                if (mosquitto_tls_set(pub[k], cafile, NULL, raw_cert, raw_key, NULL) ||
+                    mosquitto_connect(pub[k], "127.0.0.1", raw_ports[k], 300)) {
+                    fprintf(stderr, "fanout: raw publisher cannot connect to %d\n", raw_ports[k]);
+                    return 1;
+                }
+                mosquitto_loop_start(pub[k]);
+            }
+            raw_phase = true;
+            t0 = now_s();
+            for (int i = 0; r && i < PQntuples(r); i++) {
+                const char *addr = PQgetvalue(r, i, 1), *colon = strrchr(addr, ':');
+                int p = colon ? atoi(colon + 1) : 0, k = 0;
+                while (k < nraw_ports && raw_ports[k] != p)
+                    k++;
+                if (k == nraw_ports)
+                    continue;
+                char topic[128];
+                snprintf(topic, sizeof(topic), "fleet/%s/down/update", PQgetvalue(r, i, 0));
+                mosquitto_publish(pub[k], NULL, topic, (int)len, payload, 1, false);
+            }
+            double t_pubd = now_s() - t0;
+            wait_for(&nraw, ndev, t0 + timeout);
+            double t_raw = now_s() - t0;
+            printf("fanout: raw: %d/%d devices received a %zu-byte message from one process "
+                   "(one client per broker) %.2f s after the first publish (%.0f/s; publishing "
+                   "took %.2f s)\n",
+                   nraw, ndev, len, t_raw, nraw / t_raw, t_pubd);
+            if (nraw != ndev)
+                rc = 1;
+            for (int k = 0; k < nraw_ports; k++) {
+                mosquitto_disconnect(pub[k]);
+                mosquitto_loop_stop(pub[k], false);
+                mosquitto_destroy(pub[k]);
+            }
+            PQclear(r);
+            free(payload);
+        }
+    }
+    for (int i = 0; i < ndev; i++) {
+        mosquitto_disconnect(devs[i].mq);
+        mosquitto_loop_write(devs[i].mq, 1);
+        mosquitto_destroy(devs[i].mq);
+        SSL_CTX_free(devs[i].ctx);
+    }
+    free(devs);
+    X509_free(ca);
+    EVP_PKEY_free(cakey);
+    PQfinish(db);
+    mosquitto_lib_cleanup();
+    return rc;
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Release fan-out over three brokers behind HAProxy (issue 9; README
+# "Scaling out"): runs tests/integration/test_bench_fanout.sh with N
+# simulated devices (default 10,000) against a throwaway PostgreSQL, and
+# prints bench/fanout's figures: the connect storm and the database
+# transactions presence cost, the time until every device had its
+# manifest, and the same payloads published from one process.
+#   bash bench/fanout.sh [N] [BUILD_DIR]
+# Needs root for the descriptor limit (HAProxy: ~2 per connection).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+N=${1:-10000}
+BUILD=$(cd "${2:-build}" && pwd)
+ulimit -n 65536 2>/dev/null || echo "fanout.sh: cannot raise the descriptor limit ($(ulimit -n))" >&2
+W=$(mktemp -d /tmp/pinion-bench.XXXXXX)
+chmod 0755 "$W"
+trap 'bash tests/harness/pg.sh stop "$W/pg" >/dev/null 2>&1; rm -rf "$W"' EXIT
+bash tests/harness/pg.sh start "$W/pg" >/dev/null
+export PINION="$BUILD/pinion" PINION_PROBE="$BUILD/tests/tools/pn-probe" \
+    PINION_PLUGIN="$BUILD/plugin/pinion_plugin.so" PINION_BUILD="$BUILD" PINION_SOURCE="$PWD" \
+    PINION_FIXTURES="$PWD/tests/fixtures" PINION_HARNESS_STATE="$W/pg" \
+    FANOUT_DEVICES=$N FANOUT_TIMEOUT=$((N / 20 + 120)) HAPROXY_MAXCONN=$((N + 1000))
+bash tests/integration/test_bench_fanout.sh | grep -E '^# fanout:|^(not )?ok|passed'
