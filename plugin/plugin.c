@@ -2,6 +2,7 @@
  * decisions live in admit.c and acl.c, the database in sync.c (a worker
  * thread), the trust directory in trust.c.  Every callback here runs on
  * the broker's single thread and touches memory only. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,9 +11,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <mosquitto_broker.h>
+/* 2.1 moved the broker and plugin API into <mosquitto.h>; its
+ * mosquitto_broker.h and mosquitto_plugin.h only #warning and include it.
+ * 2.0's <mosquitto.h> is the client library alone. */
 #include <mosquitto.h>
+#if LIBMOSQUITTO_MAJOR == 2 && LIBMOSQUITTO_MINOR == 0
+#include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
+#endif
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
@@ -367,6 +373,17 @@ __attribute__((visibility("default"))) int mosquitto_plugin_version(int count,
     return -1;
 }
 
+/* 2.1 lists a plugin with its name and version (its log lines and the
+ * broker's listPlugins control command); 2.0 has no such function.  It is
+ * looked up rather than linked so that one binary loads into both. */
+static void set_info(mosquitto_plugin_id_t *identifier)
+{
+    typedef int (*set_info_fn)(mosquitto_plugin_id_t *, const char *, const char *);
+    set_info_fn f = (set_info_fn)dlsym(RTLD_DEFAULT, "mosquitto_plugin_set_info");
+    if (f)
+        f(identifier, "pinion", PINION_VERSION);
+}
+
 static void destroy(struct plugin *p)
 {
     if (!p)
@@ -387,6 +404,7 @@ mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         return MOSQ_ERR_NOMEM;
     }
     p->pid = identifier;
+    set_info(identifier);
     if (parse_options(p, options, option_count) < 0) {
         free(p);
         return MOSQ_ERR_INVAL;
