@@ -49,6 +49,30 @@ struct plugin {
     X509_VERIFY_PARAM *verify_params; /* ours, owned by OpenSSL's table */
     bool broker21;                    /* the broker has 2.1's plugin API */
     struct waker *waker;              /* NULL unless broker21 */
+    bool loaded;                      /* the state came from the database once */
+    void (*complete_auth)(const char *, int); /* 2.1's mosquitto_complete_basic_auth */
+    struct waiting *waiting;          /* CONNECTs held until the first load */
+};
+
+/* 2.1: a CONNECT that arrives before the plugin ever loaded its state (the
+ * database was down when the broker started) waits up to WAIT_LOAD_S for
+ * the load instead of being refused.  The answer comes from a TICK through
+ * mosquitto_complete_basic_auth(), which takes only the client id: the
+ * client itself may be gone by then (2.1 frees a waiting client that
+ * disconnects without telling plugins), so everything the decision needs
+ * is copied here, and its username is set before it waits. */
+#define WAIT_LOAD_S 20
+#define PN_STR_(x) #x
+#define PN_STR(x) PN_STR_(x)
+#define PN_ERR_AUTH_DELAYED (-5) /* MOSQ_ERR_AUTH_DELAYED, which 2.0 lacks */
+#if !(LIBMOSQUITTO_MAJOR == 2 && LIBMOSQUITTO_MINOR == 0)
+_Static_assert(PN_ERR_AUTH_DELAYED == MOSQ_ERR_AUTH_DELAYED, "MOSQ_ERR_AUTH_DELAYED changed");
+#endif
+struct waiting {
+    struct waiting *next;
+    char *client_id;
+    X509 *cert;
+    time_t until;
 };
 
 #define OPT_PREFIX "pinion: plugin_opt_"
@@ -381,6 +405,99 @@ static bool reload_keeps(struct plugin *p, struct mosquitto *client, const char 
     return false;
 }
 
+/* Holds a CONNECT until the first load (see struct waiting).  Only a
+ * device can wait: its username is its client id, which the decision must
+ * then confirm; a service's username depends on the state not loaded yet. */
+static bool wait_for_load(struct plugin *p, struct mosquitto *client, const char *cid, X509 *cert)
+{
+    if (!pn_ident_valid(cid) || mosquitto_set_username(client, cid) != MOSQ_ERR_SUCCESS)
+        return false;
+    struct waiting *w;
+    for (w = p->waiting; w; w = w->next)
+        if (!strcmp(w->client_id, cid))
+            break; /* its earlier connection went away: the broker allows one */
+    if (!w) {
+        w = calloc(1, sizeof(*w));
+        if (!w || !(w->client_id = strdup(cid))) {
+            free(w);
+            return false;
+        }
+        w->next = p->waiting;
+        p->waiting = w;
+    }
+    X509_free(w->cert);
+    w->cert = cert;
+    w->until = time(NULL) + WAIT_LOAD_S;
+    return true;
+}
+
+static bool admit_waiting(struct plugin *p, struct waiting *w, time_t now)
+{
+    struct pn_admission a;
+    if (!p->loaded) {
+        if (pn_cert_id(w->cert, a.cert_id) < 0)
+            snprintf(a.cert_id, sizeof(a.cert_id), "-");
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "pinion: refused certificate %s identifier %s: database unavailable "
+                             "for %d s since the broker started",
+                             a.cert_id, w->client_id, WAIT_LOAD_S);
+        return false;
+    }
+    pn_admit_decide(p->state, &p->policy, w->cert, w->client_id, pn_sync_ready(p->sync), now, &a);
+    if ((a.kind == PN_ADMIT_PINNED || a.kind == PN_ADMIT_NEW) &&
+        strcmp(a.identifier, w->client_id) != 0) {
+        a.kind = PN_REFUSE;
+        snprintf(a.reason, sizeof(a.reason), "identifier differs from the client id set while "
+                                             "waiting for the database");
+    } else if (a.kind == PN_ADMIT_SERVICE) {
+        a.kind = PN_REFUSE;
+        snprintf(a.reason, sizeof(a.reason), "a service that connected before the first load "
+                                             "must reconnect");
+    }
+    if (a.kind == PN_ADMIT_PINNED) {
+        pn_sync_seen(p->sync, a.identifier, a.cert_id);
+    } else if (a.kind == PN_ADMIT_NEW && pin_new(p, &a, w->cert) < 0) {
+        a.kind = PN_REFUSE;
+        snprintf(a.reason, sizeof(a.reason), "out of memory while pinning");
+    }
+    if (a.kind == PN_REFUSE)
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "pinion: refused certificate %s identifier %s: %s",
+                             a.cert_id, a.identifier, a.reason);
+    return a.kind != PN_REFUSE;
+}
+
+/* From TICK: answers the waiting CONNECTs once the state is loaded, or when
+ * their time is up. */
+static void answer_waiting(struct plugin *p)
+{
+    time_t now = time(NULL);
+    struct waiting **pp = &p->waiting;
+    while (*pp) {
+        struct waiting *w = *pp;
+        if (!p->loaded && now < w->until) {
+            pp = &w->next;
+            continue;
+        }
+        bool ok = admit_waiting(p, w, now);
+        p->complete_auth(w->client_id, ok ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH);
+        *pp = w->next;
+        X509_free(w->cert);
+        free(w->client_id);
+        free(w);
+    }
+}
+
+static void free_waiting(struct plugin *p)
+{
+    while (p->waiting) {
+        struct waiting *w = p->waiting;
+        p->waiting = w->next;
+        X509_free(w->cert);
+        free(w->client_id);
+        free(w);
+    }
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
     struct plugin *p = userdata;
@@ -392,6 +509,8 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
     const char *cid = mosquitto_client_id(ed->client);
     if (!cert && reload_keeps(p, ed->client, mosquitto_client_username(ed->client)))
         return MOSQ_ERR_SUCCESS;
+    if (!p->loaded && cert && cid && p->complete_auth && wait_for_load(p, ed->client, cid, cert))
+        return PN_ERR_AUTH_DELAYED; /* wait_for_load keeps cert */
 
     pn_admit_decide(p->state, &p->policy, cert, cid, pn_sync_ready(p->sync), time(NULL), &a);
     int rc = MOSQ_ERR_SUCCESS;
@@ -492,12 +611,16 @@ static int on_tick(int event, void *event_data, void *userdata)
         default:
             pn_apply_op(&p->state, op, kick, p);
         }
-        if (op->kind == PN_OP_SNAPSHOT)
+        if (op->kind == PN_OP_SNAPSHOT) {
+            p->loaded = true;
             pn_sync_dispose(p->sync, op);
-        else
+        } else {
             pn_op_free(op);
+        }
         op = next;
     }
+    if (p->waiting)
+        answer_waiting(p);
     return MOSQ_ERR_SUCCESS;
 }
 
@@ -554,6 +677,8 @@ mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
     }
     p->pid = identifier;
     p->broker21 = set_info(identifier);
+    p->complete_auth = (void (*)(const char *, int))dlsym(RTLD_DEFAULT,
+                                                           "mosquitto_complete_basic_auth");
     if (parse_options(p, options, option_count) < 0) {
         free(p);
         return MOSQ_ERR_INVAL;
@@ -570,6 +695,7 @@ mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
     }
     p->cfg.conninfo = p->cfg.trust_dir = NULL; /* options are the broker's; sync copied them */
     if (pn_sync_load_now(p->sync, &p->state, &err) == 0) {
+        p->loaded = true;
         mosquitto_log_printf(MOSQ_LOG_NOTICE,
                              "pinion: loaded %zu CAs, %zu devices, %zu pinned certificates, %zu "
                              "service identities",
@@ -577,9 +703,11 @@ mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
                              pn_map_count(p->state->pins), pn_map_count(p->state->services));
     } else {
         mosquitto_log_printf(MOSQ_LOG_WARNING,
-                             "pinion: cannot load from the database (%s); refusing devices until "
-                             "it is reachable",
-                             err.msg);
+                             "pinion: cannot load from the database (%s); %s until it is "
+                             "reachable",
+                             err.msg,
+                             p->complete_auth ? "devices wait (up to " PN_STR(WAIT_LOAD_S) " s)"
+                                              : "refusing devices");
         p->state = pn_state_new(1024);
     }
     if (!p->state || pn_sync_start(p->sync, &err) < 0) {
@@ -624,6 +752,7 @@ mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int opti
         mosquitto_log_printf(MOSQ_LOG_INFO, "pinion: waker sent %lu signals",
                              atomic_load(&p->waker->signals));
     waker_stop(p->waker);
+    free_waiting(p);
     X509_VERIFY_PARAM *vp = p->verify_params;
     destroy(p);
     remove_verify_params(vp);
