@@ -478,9 +478,9 @@ static void answer_waiting(struct plugin *p)
             pp = &w->next;
             continue;
         }
+        *pp = w->next; /* unlinked before the broker runs anything for it */
         bool ok = admit_waiting(p, w, now);
         p->complete_auth(w->client_id, ok ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH);
-        *pp = w->next;
         X509_free(w->cert);
         free(w->client_id);
         free(w);
