@@ -17,6 +17,14 @@
 # stopped at exit.  When the built plugin is readable by the `mosquitto`
 # user the broker drops to it, as in production; otherwise `user root`.
 #
+# The broker is $PINION_MOSQUITTO (default Debian's /usr/sbin/mosquitto;
+# `scripts/test --mosquitto VERSION` sets it to a build of that release).
+# BROKER_VERSION is its version; each launch prints it as a diag line.  The
+# plugin is configured as the README says for that version
+# (BROKER_PLUGIN_STYLE): 2.0 `per_listener_settings false` + `plugin`
+# ("listener"), 2.1 and later `global_plugin` ("global").  A test may set
+# BROKER_PLUGIN_STYLE before prepare_broker/start_broker to try the other.
+#
 # probe NAME CERTPREFIX CLIENTID [pn-probe options]: runs tests/tools/pn-probe
 # against broker NAME with CERTPREFIX.pem / CERTPREFIX.key; its output lines
 # (connack, suback, puback, msg, disconnected, done) land in $OUT, its exit
@@ -24,6 +32,14 @@
 
 declare -A BROKER_PORT BROKER_LOG BROKER_PID BROKER_DIR BROKER_TRUST BROKER_CONF
 BROKER_CA=""
+PINION_MOSQUITTO=${PINION_MOSQUITTO:-/usr/sbin/mosquitto}
+[ -x "$PINION_MOSQUITTO" ] || bail_out "no broker at $PINION_MOSQUITTO (PINION_MOSQUITTO)"
+BROKER_VERSION=$("$PINION_MOSQUITTO" -h 2>&1 | sed -n 's/^mosquitto version \([0-9][0-9.]*\).*/\1/p' | head -1)
+[ -n "$BROKER_VERSION" ] || bail_out "$PINION_MOSQUITTO does not say its version"
+case $BROKER_VERSION in
+1.* | 2.0.*) : "${BROKER_PLUGIN_STYLE:=listener}" ;;
+*) : "${BROKER_PLUGIN_STYLE:=global}" ;;
+esac
 
 broker_server_cert() {
     [ -n "$BROKER_CA" ] && return 0
@@ -50,7 +66,9 @@ broker_config() {
     shift
     local dir=${BROKER_DIR[$name]}
     {
-        echo "per_listener_settings false"
+        # 2.1 deprecates per_listener_settings (gone in 3.0); global_plugin
+        # gives the plugin every listener without it.
+        [ "$BROKER_PLUGIN_STYLE" = global ] || echo "per_listener_settings false"
         echo "allow_anonymous false"
         echo "set_tcp_nodelay true"
         _broker_user_line
@@ -62,7 +80,11 @@ broker_config() {
         echo "log_type notice"
         echo "log_type information"
         echo "log_timestamp_format %H:%M:%S"
-        echo "plugin $PINION_PLUGIN"
+        if [ "$BROKER_PLUGIN_STYLE" = global ]; then
+            echo "global_plugin $PINION_PLUGIN"
+        else
+            echo "plugin $PINION_PLUGIN"
+        fi
         echo "plugin_opt_database $PINION_DB"
         echo "plugin_opt_trust_dir ${BROKER_TRUST[$name]}"
         local kv
@@ -115,7 +137,7 @@ _broker_launch() {
     started=$(_broker_starts "$name")
     # The plugin is never built with sanitizers (even in a PINION_SANITIZE
     # build), so Mosquitto runs as it is; test_plugin_valgrind checks it.
-    ${BROKER_WRAPPER:-} mosquitto -c "${BROKER_CONF[$name]}" >>"${BROKER_DIR[$name]}/stdout.log" 2>&1 &
+    ${BROKER_WRAPPER:-} "$PINION_MOSQUITTO" -c "${BROKER_CONF[$name]}" >>"${BROKER_DIR[$name]}/stdout.log" 2>&1 &
     BROKER_PID[$name]=$!
     on_exit "stop_broker $name"
     local i
@@ -126,6 +148,8 @@ _broker_launch() {
             return 1
         fi
         if [ "$(_broker_starts "$name")" -gt "$started" ]; then
+            diag "broker $name: $(grep -o "mosquitto version .* running" "${BROKER_LOG[$name]}" |
+                tail -1) ($PINION_MOSQUITTO, plugin config: $BROKER_PLUGIN_STYLE)"
             return 0
         fi
         sleep 0.1
