@@ -119,9 +119,21 @@ prepare_broker() {
 
 # Starts broker NAME and waits until it listens.  Returns 1 (and leaves the
 # log in $OUT) when Mosquitto exits instead, e.g. the plugin refused to load.
+# free_port only says a port was free a moment ago: when a concurrent test
+# (ctest -j) took it before Mosquitto bound it, another one is tried.
 start_broker() {
     prepare_broker "$@"
-    _broker_launch "$1"
+    local name=$1 try old
+    for try in 1 2 3; do
+        _broker_launch "$name" && return 0
+        grep -q "Address already in use" "${BROKER_LOG[$name]}" 2>/dev/null || return 1
+        old=${BROKER_PORT[$name]}
+        BROKER_PORT[$name]=$(free_port)
+        sed -i "s/^listener $old /listener ${BROKER_PORT[$name]} /" "${BROKER_CONF[$name]}"
+        : >"${BROKER_LOG[$name]}"
+        diag "broker $name: port $old was taken meanwhile (try $try); now ${BROKER_PORT[$name]}"
+    done
+    return 1
 }
 
 # How many times broker NAME's log says it started.
