@@ -22,6 +22,7 @@
 #include "denylog.h"
 #include "err.h"
 #include "ident.h"
+#include "metrics.h"
 #include "ops.h"
 #include "policy.h"
 #include "sync.h"
@@ -43,6 +44,7 @@ struct plugin {
     struct pn_denylog *denylog;
     time_t denylog_swept;
     X509_VERIFY_PARAM *verify_params; /* ours, owned by OpenSSL's table */
+    struct pn_metrics metrics;        /* $SYS/broker/pinion/... (metrics.c) */
 };
 
 #define OPT_PREFIX "pinion: plugin_opt_"
@@ -62,6 +64,7 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
 {
     p->cfg.resync_s = 300;
     p->deny_log_s = 10;
+    p->metrics.interval_s = 10; /* Mosquitto's default sys_interval */
     snprintf(p->topic_root, sizeof(p->topic_root), "fleet");
     p->policy.identity = PN_IDENTITY_CN;
     p->policy.rotation = PN_ROTATE_SAME_KEY;
@@ -124,6 +127,16 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
                 return -1;
             }
             p->deny_log_s = (int)s;
+        } else if (!strcmp(k, "sys_interval")) {
+            /* The plugin API does not expose the broker's sys_interval. */
+            char *end;
+            long s = strtol(v, &end, 10);
+            if (!*v || *end || s < 0 || s > 86400) {
+                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "sys_interval must be 0 to 86400 "
+                                                  "seconds, not '%s'", v);
+                return -1;
+            }
+            p->metrics.interval_s = (int)s;
         } else {
             mosquitto_log_printf(MOSQ_LOG_ERR, "pinion: unknown option plugin_opt_%s", k);
             return -1;
@@ -292,10 +305,12 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
         snprintf(user, sizeof(user), "%s", a.identifier);
         if (pin_new(p, &a, cert) < 0) {
             a.kind = PN_REFUSE;
+            a.refusal = PN_REFUSED_INTERNAL;
             snprintf(a.reason, sizeof(a.reason), "out of memory while pinning");
         }
         break;
     }
+    pn_metrics_admission(&p->metrics, &a);
     if (a.kind == PN_REFUSE) {
         mosquitto_log_printf(MOSQ_LOG_NOTICE, "pinion: refused certificate %s identifier %s: %s",
                              a.cert_id, a.identifier, a.reason);
@@ -363,7 +378,7 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 
 static void kick(void *arg, const char *name, int is_username)
 {
-    (void)arg;
+    ((struct plugin *)arg)->metrics.v[PN_M_KICKS]++;
     /* Mosquitto does not say whether anyone was connected under that name. */
     mosquitto_log_printf(MOSQ_LOG_NOTICE, "pinion: access revoked for %s (disconnected if online)",
                          name);
@@ -371,6 +386,13 @@ static void kick(void *arg, const char *name, int is_username)
         mosquitto_kick_client_by_username(name, false);
     else
         mosquitto_kick_client_by_clientid(name, false);
+}
+
+/* Retained, as Mosquitto publishes its own $SYS values. */
+static void publish_sys(void *arg, const char *topic, const char *value)
+{
+    (void)arg;
+    mosquitto_broker_publish_copy(NULL, topic, (int)strlen(value), value, 0, true, NULL);
 }
 
 static const int log_levels[] = {MOSQ_LOG_INFO, MOSQ_LOG_NOTICE, MOSQ_LOG_WARNING, MOSQ_LOG_ERR};
@@ -405,12 +427,15 @@ static int on_tick(int event, void *event_data, void *userdata)
         default:
             pn_apply_op(&p->state, op, kick, p);
         }
-        if (op->kind == PN_OP_SNAPSHOT)
+        if (op->kind == PN_OP_SNAPSHOT) {
+            pn_metrics_loaded(&p->metrics, p->state, now);
             pn_sync_dispose(p->sync, op);
+        }
         else
             pn_op_free(op);
         op = next;
     }
+    pn_metrics_tick(&p->metrics, p->state, pn_sync_ready(p->sync), now, publish_sys, p);
     return MOSQ_ERR_SUCCESS;
 }
 
@@ -473,6 +498,7 @@ mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
     }
     p->cfg.conninfo = p->cfg.trust_dir = NULL; /* options are the broker's; sync copied them */
     if (pn_sync_load_now(p->sync, &p->state, &err) == 0) {
+        pn_metrics_loaded(&p->metrics, p->state, time(NULL));
         mosquitto_log_printf(MOSQ_LOG_NOTICE,
                              "pinion: loaded %zu CAs, %zu devices, %zu pinned certificates, %zu "
                              "service identities",
