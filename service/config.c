@@ -57,6 +57,7 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
         CFG_INT("verify_ttl", 60, CFGF_NONE),       CFG_INT("manifest_ttl", 86400, CFGF_NONE),
         CFG_INT("chunk_max", 65536, CFGF_NONE),     CFG_INT("penalty", 300, CFGF_NONE),
         CFG_INT("max_attempts", 3, CFGF_NONE),      CFG_INT("tick_ms", 500, CFGF_NONE),
+        CFG_STR("metrics_listen", NULL, CFGF_NONE),
         CFG_STR("cdn_url", NULL, CFGF_NONE),        CFG_INT("inflight_timeout", 3600, CFGF_NONE),
         /* Per device: a request/response download on a fast link stays
          * under 1,000 requests a second; a device sends a few statuses an
@@ -103,6 +104,7 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
     cfg->release_key = dup_opt(c, "release_key");
     cfg->artifacts = dup_opt(c, "artifacts");
     cfg->cdn_url = dup_opt(c, "cdn_url");
+    cfg->metrics_listen = dup_opt(c, "metrics_listen");
     cfg->mqtt_port = (int)cfg_getint(c, "mqtt_port");
     cfg->verify_ttl = (int)cfg_getint(c, "verify_ttl");
     cfg->manifest_ttl = (int)cfg_getint(c, "manifest_ttl");
@@ -153,6 +155,7 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
 void pd_config_free(struct pd_config *cfg)
 {
     free(cfg->database);
+    free(cfg->metrics_listen);
     free(cfg->mqtt_host);
     free(cfg->ca_file);
     free(cfg->cert_file);
