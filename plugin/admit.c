@@ -16,11 +16,11 @@
 #include "ident.h"
 #include "policy.h"
 
-static enum pn_admit_kind refuse(struct pn_admission *out, enum pn_refusal code,
-                                 const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static enum pn_admit_kind refuse(struct pn_admission *out, enum pn_refusal code, const char *fmt,
+                                 ...) __attribute__((format(printf, 3, 4)));
 
-static enum pn_admit_kind refuse(struct pn_admission *out, enum pn_refusal code,
-                                 const char *fmt, ...)
+static enum pn_admit_kind refuse(struct pn_admission *out, enum pn_refusal code, const char *fmt,
+                                 ...)
 {
     va_list ap;
     out->refusal = code;
@@ -117,7 +117,8 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
         if (pn_cert_check_dates(cert, now, &err) < 0)
             return refuse(out, PN_REFUSED_EXPIRED, "service %s", err.msg);
         if (!client_id || !in_service_namespace(svc->name, client_id))
-            return refuse(out, PN_REFUSED_CLIENT_ID, "client id '%s' is not the service's name '%s' or '%s-...'",
+            return refuse(out, PN_REFUSED_CLIENT_ID,
+                          "client id '%s' is not the service's name '%s' or '%s-...'",
                           client_id ? client_id : "", svc->name, svc->name);
         return PN_ADMIT_SERVICE;
     }
@@ -137,14 +138,16 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
         if (now > pin->not_after && !pol->allow_expired_pinned)
             return refuse(out, PN_REFUSED_EXPIRED, "pinned certificate has expired");
         if (!client_id || strcmp(client_id, d->identifier) != 0)
-            return refuse(out, PN_REFUSED_CLIENT_ID, "client id '%s' is not the device identifier '%s'",
+            return refuse(out, PN_REFUSED_CLIENT_ID,
+                          "client id '%s' is not the device identifier '%s'",
                           client_id ? client_id : "", d->identifier);
         if (pn_ident_reserved(d->identifier))
             return refuse(out, PN_REFUSED_IDENTIFIER, "identifier '%s' is reserved", d->identifier);
         const struct pn_service *owner = service_owning(s, d->identifier);
         if (owner)
-            return refuse(out, PN_REFUSED_IDENTIFIER, "identifier '%s' is in service '%s''s client id namespace",
-                          d->identifier, owner->name);
+            return refuse(out, PN_REFUSED_IDENTIFIER,
+                          "identifier '%s' is in service '%s''s client id namespace", d->identifier,
+                          owner->name);
         return PN_ADMIT_PINNED;
     }
 
@@ -161,13 +164,15 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
         memcpy(ident, client_id, strlen(client_id) + 1);
     }
     if (!pn_ident_valid(ident))
-        return refuse(out, PN_REFUSED_IDENTIFIER, "'%.128s' is not a valid device identifier", ident);
+        return refuse(out, PN_REFUSED_IDENTIFIER, "'%.128s' is not a valid device identifier",
+                      ident);
     memcpy(out->identifier, ident, strlen(ident) + 1);
     if (pn_ident_reserved(ident))
         return refuse(out, PN_REFUSED_IDENTIFIER, "identifier '%s' is reserved", ident);
     const struct pn_service *owner = service_owning(s, ident);
     if (owner)
-        return refuse(out, PN_REFUSED_IDENTIFIER, "identifier '%s' is in service '%s''s client id namespace", ident,
+        return refuse(out, PN_REFUSED_IDENTIFIER,
+                      "identifier '%s' is in service '%s''s client id namespace", ident,
                       owner->name);
     if (!client_id || strcmp(client_id, ident) != 0)
         return refuse(out, PN_REFUSED_CLIENT_ID, "client id '%s' is not the device identifier '%s'",
@@ -185,8 +190,9 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
     if (pn_cert_check_dates(cert, now, &err) < 0)
         return refuse(out, PN_REFUSED_EXPIRED, "%s", err.msg);
     if (!db_ready)
-        return refuse(out, PN_REFUSED_DATABASE, "database unavailable: first connects are refused until it is "
-                           "back");
+        return refuse(out, PN_REFUSED_DATABASE,
+                      "database unavailable: first connects are refused until it is "
+                      "back");
 
     if (pn_cert_spki_sha256_bin(cert, out->spki) < 0)
         return refuse(out, PN_REFUSED_BAD_CERT, "cannot hash the public key");
@@ -195,14 +201,15 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
         d = NULL;
     if (!d) {
         if (!ca->jitp_product_id)
-            return refuse(out, PN_REFUSED_UNKNOWN_DEVICE, "unknown device, and CA %.16s has no JITP settings", ca->id);
+            return refuse(out, PN_REFUSED_UNKNOWN_DEVICE,
+                          "unknown device, and CA %.16s has no JITP settings", ca->id);
     } else {
         const char *why = NULL;
         if (d->status != PN_ACTIVE)
             return refuse(out, PN_REFUSED_REVOKED, "device is revoked");
         if (d->org_id != ca->org_id)
-            return refuse(out, PN_REFUSED_ORG, "device belongs to another organisation than CA %.16s",
-                          ca->id);
+            return refuse(out, PN_REFUSED_ORG,
+                          "device belongs to another organisation than CA %.16s", ca->id);
         if (!rotation_allows(d, pol->rotation, out->spki, &why))
             return refuse(out, PN_REFUSED_ROTATION, "%s", why);
     }

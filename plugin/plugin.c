@@ -132,8 +132,10 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
             char *end;
             long s = strtol(v, &end, 10);
             if (!*v || *end || s < 0 || s > 86400) {
-                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "sys_interval must be 0 to 86400 "
-                                                  "seconds, not '%s'", v);
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     OPT_PREFIX "sys_interval must be 0 to 86400 "
+                                                "seconds, not '%s'",
+                                     v);
                 return -1;
             }
             p->metrics.interval_s = (int)s;
@@ -430,8 +432,7 @@ static int on_tick(int event, void *event_data, void *userdata)
         if (op->kind == PN_OP_SNAPSHOT) {
             pn_metrics_loaded(&p->metrics, p->state, now);
             pn_sync_dispose(p->sync, op);
-        }
-        else
+        } else
             pn_op_free(op);
         op = next;
     }

@@ -36,9 +36,9 @@ enum pn_admit_kind {
  * ($SYS/broker/pinion/refused/<name>, metrics.c); the sentence in
  * pn_admission.reason says the rest. */
 enum pn_refusal {
-    PN_REFUSED_NO_CERT,        /* no client certificate */
-    PN_REFUSED_BAD_CERT,       /* not a usable device certificate */
-    PN_REFUSED_UNKNOWN_CA,     /* issuer is not a registered Device CA */
+    PN_REFUSED_NO_CERT,    /* no client certificate */
+    PN_REFUSED_BAD_CERT,   /* not a usable device certificate */
+    PN_REFUSED_UNKNOWN_CA, /* issuer is not a registered Device CA */
     PN_REFUSED_CA_DISABLED,
     PN_REFUSED_REVOKED,        /* certificate, device, CA or service revoked */
     PN_REFUSED_DELETED,        /* pinned to a deleted device */

@@ -57,7 +57,6 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
         CFG_INT("verify_ttl", 60, CFGF_NONE),       CFG_INT("manifest_ttl", 86400, CFGF_NONE),
         CFG_INT("chunk_max", 65536, CFGF_NONE),     CFG_INT("penalty", 300, CFGF_NONE),
         CFG_INT("max_attempts", 3, CFGF_NONE),      CFG_INT("tick_ms", 500, CFGF_NONE),
-        CFG_STR("metrics_listen", NULL, CFGF_NONE),
         CFG_STR("cdn_url", NULL, CFGF_NONE),        CFG_INT("inflight_timeout", 3600, CFGF_NONE),
         /* Per device: a request/response download on a fast link stays
          * under 1,000 requests a second; a device sends a few statuses an
@@ -68,6 +67,7 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
         CFG_INT("device_status_burst", 30, CFGF_NONE),
         CFG_INT("limit_log_period", 10, CFGF_NONE),
         CFG_INT("inflight_cache_ms", 2000, CFGF_NONE),
+        CFG_STR("metrics_listen", NULL, CFGF_NONE),
         CFG_END()};
     memset(cfg, 0, sizeof(*cfg));
     cfg_t *c = cfg_init(opts, CFGF_NONE);

@@ -48,8 +48,8 @@ void pd_log(const char *fmt, ...)
         level = fmt[1] - '0';
         fmt += 3;
     }
-    static const char *const words[] = {"emergency: ", "alert: ", "critical: ", "error: ",
-                                        "warning: ",   "",        "",           "debug: "};
+    static const char *const words[] = {
+        "emergency: ", "alert: ", "critical: ", "error: ", "warning: ", "", "", "debug: "};
     va_list ap;
     va_start(ap, fmt);
     if (stderr_is_journal()) {
