@@ -53,7 +53,7 @@ void pd_log(const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     if (stderr_is_journal()) {
-        fprintf(stderr, "<%d>%s", level, words[level]);
+        fprintf(stderr, "<%d>", level);
     } else {
         char when[32];
         time_t t = time(NULL);
@@ -262,7 +262,7 @@ int main(int argc, char **argv)
     pn_fwkey_id(pd.release_sk + 32, pd.release_key_id);
     if (pd.cfg.metrics_listen &&
         !(pd.metrics = pd_metrics_start(pd.cfg.metrics_listen, pd.cfg.database, &err))) {
-        fprintf(stderr, "piniond: %s\n", err.msg);
+        fprintf(stderr, "piniond: %s: %s\n", conf, err.msg);
         return 1;
     }
     if (pd_limits_init(&pd) < 0) {
