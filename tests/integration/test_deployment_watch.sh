@@ -66,13 +66,18 @@ else
 fi
 
 # The rollout ends: every watcher exits 0 by itself.
+# (Within 2 minutes in all; one still running then is stopped and fails.)
+WATCH_END=$((SECONDS + 120))
 watcher_exit() { # DESC PID
-    local i rc
-    for ((i = 0; i < 1200; i++)); do
-        kill -0 "$2" 2>/dev/null || break
+    local rc=0
+    while kill -0 "$2" 2>/dev/null && [ $SECONDS -lt $WATCH_END ]; do
         sleep 0.1
     done
-    rc=0
+    if kill -0 "$2" 2>/dev/null; then
+        kill "$2"
+        fail "$1" "still running 2 minutes after the deployment started"
+        return
+    fi
     wait "$2" || rc=$?
     assert_eq "$1" "$rc" 0
 }
@@ -154,7 +159,7 @@ expect_fail "watch of an unknown deployment" "no deployment named 'nope'" -- \
 expect_fail "a bad --interval" "--interval must be" -- \
     "$PINION" deployment watch acme d1 --interval 0
 expect_status "a finished deployment: watch prints its state once and exits 0" 0 -- \
-    "$PINION" deployment watch acme d1
+    timeout 30 "$PINION" deployment watch acme d1
 assert_eq "one summary line, saying finished" "$(grep -vc '^event ' <<<"$OUT")" 1
 
 done_testing
