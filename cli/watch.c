@@ -141,7 +141,9 @@ static int read_view(struct cli_ctx *ctx, const char *dep_id, struct view *v)
     }
     PQclear(r);
     v->targeted = v->up_to_date + v->remaining;
-    if (v->per_minute > 0 && v->remaining > 0)
+    if (v->remaining == 0)
+        v->eta_s = 0;
+    else if (v->per_minute > 0)
         v->eta_s = (long)(v->remaining * 60.0 / v->per_minute + 0.999);
     v->finished = v->remaining == 0 && v->inflight == 0;
 
@@ -168,6 +170,13 @@ static int read_view(struct cli_ctx *ctx, const char *dep_id, struct view *v)
     }
     PQclear(r);
     return 0;
+}
+
+/* States in which an update no longer moves by itself. */
+static bool ended(const char *state)
+{
+    return !strcmp(state, "complete") || !strcmp(state, "penalty") || !strcmp(state, "expired") ||
+           !strcmp(state, "cancelled");
 }
 
 static void fmt_eta(long s, char *out, size_t n)
@@ -214,11 +223,14 @@ static void fmt_event(const struct event *e, char *out, size_t n)
  * such as the rate and the estimate are left out). */
 static char *summary(const struct view *v)
 {
-    char states[512], buf[1024];
+    char states[512], buf[2048];
     fmt_states(v, states, sizeof(states));
-    long long last = v->nev ? v->ev[v->nev - 1].at_us : 0;
-    snprintf(buf, sizeof(buf), "%s|%s|%ld|%ld|%ld|%ld|%ld|%s|%lld", v->state, v->reason,
-             v->failures, v->targeted, v->remaining, v->inflight, v->held_back, states, last);
+    int n = snprintf(buf, sizeof(buf), "%s|%s|%ld|%ld|%ld|%ld|%ld|%s", v->state, v->reason,
+                     v->failures, v->targeted, v->remaining, v->inflight, v->held_back, states);
+    /* The last events' devices and states, not their times: a progress
+     * report is not a change. */
+    for (int i = 0; i < v->nev && n > 0 && (size_t)n < sizeof(buf); i++)
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, "|%s:%s", v->ev[i].device, v->ev[i].state);
     return strdup(buf);
 }
 
@@ -252,11 +264,16 @@ static void draw_tty(const char *org, const char *name, const struct view *v)
     fflush(stdout);
 }
 
-/* Lines "event ..." for every device whose update changed since
+/* Lines "event ..." for every device whose update state changed since
  * *last_event (advanced), oldest first: more than the view's last few when
  * many changed between two readings.  A device's row holds only its latest
- * state, so a state passed through between two readings is not seen. */
-static int print_new_events(struct cli_ctx *ctx, const char *dep_id, long long *last_event)
+ * state, so a state passed through between two readings is not seen.
+ * `inflight` (device -> state) remembers the state last printed of devices
+ * not yet at an end, so that progress reports, which touch the row without
+ * changing its state, print nothing; its size is bounded by the
+ * deployment's concurrency. */
+static int print_new_events(struct cli_ctx *ctx, const char *dep_id, long long *last_event,
+                            json_t *inflight)
 {
     struct pn_err err;
     char since[24], line[512];
@@ -281,9 +298,16 @@ static int print_new_events(struct cli_ctx *ctx, const char *dep_id, long long *
         copy(e.state, sizeof(e.state), PQgetvalue(r, i, 3));
         copy(e.reason, sizeof(e.reason), PQgetvalue(r, i, 4));
         e.attempts = (int)lval(r, i, 5);
+        *last_event = at;
+        const char *was = json_string_value(json_object_get(inflight, e.device));
+        if (was && !strcmp(was, e.state))
+            continue;
+        if (ended(e.state))
+            json_object_del(inflight, e.device);
+        else
+            json_object_set_new(inflight, e.device, json_string(e.state));
         fmt_event(&e, line, sizeof(line));
         printf("event %s\n", line);
-        *last_event = at;
     }
     PQclear(r);
     return 0;
@@ -372,18 +396,25 @@ int cli_deployment_watch(struct cli_ctx *ctx, int argc, char **argv)
     bool tty = !ctx->json && isatty(STDOUT_FILENO);
     char *last = NULL;
     long long last_event = 0;
+    json_t *inflight = json_object();
     rc = 1;
     while (!interrupted) {
         struct view view;
-        if (read_view(ctx, dep_id, &view) < 0)
+        if (read_view(ctx, dep_id, &view) < 0) {
+            view_clear(&view);
             break;
+        }
+        /* Event lines start with what happens from now on: a deployment
+         * may have a million devices behind it. */
+        if (!last && view.nev)
+            last_event = view.ev[view.nev - 1].at_us;
         char *now = summary(&view);
         bool changed = !last || !now || strcmp(now, last) != 0;
         if (tty)
             draw_tty(pos[0], pos[1], &view); /* every time: the rate and estimate move */
         else if (changed && ctx->json)
             print_json(pos[0], pos[1], &view);
-        else if (changed && print_new_events(ctx, dep_id, &last_event) == 0)
+        else if (changed && print_new_events(ctx, dep_id, &last_event, inflight) == 0)
             print_plain(pos[0], pos[1], &view);
         free(last);
         last = now;
@@ -397,6 +428,7 @@ int cli_deployment_watch(struct cli_ctx *ctx, int argc, char **argv)
         nanosleep(&ts, NULL); /* cut short by Ctrl-C */
     }
     free(last);
+    json_decref(inflight);
     if (interrupted)
         rc = 130; /* as a shell reports a command ended by SIGINT */
     return rc;

@@ -19,28 +19,29 @@ command -v curl >/dev/null || bail_out "curl is not installed"
 
 N=10
 make_fleet
+# 2 MB in 1 KiB chunks: each download takes ~2,000 round trips, so that the
+# rollout lasts long enough to be seen in flight.
+make_firmware 1.2.0 2000000
 start_broker b1 || bail_out "broker: $OUT"
 MPORT=$(free_port)
 start_piniond p1 "metrics_listen = \"127.0.0.1:$MPORT\"" || bail_out "piniond did not start: $OUT"
 METRICS="http://127.0.0.1:$MPORT/metrics"
 
 for i in $(seq -w 1 $N); do
-    # 1 KiB chunks: each download takes a few hundred round trips, long
-    # enough to be seen in flight.
     start_device "dev-$i" --run-for 170 --chunk 1024
 done
 wait_sql 30 "SELECT count(*) FROM devices WHERE firmware_version = '1.0.0' AND firmware_platform = 'rpi4'" "$N" ||
     bail_out "only $OUT of $N devices reported their firmware"
 expect_ok "deployment created" -- "$PINION" deployment create acme sensor d1 --firmware "$FW_UUID" \
-    --concurrency 3 --version "< 1.1.0"
+    --concurrency 3 --version "< 1.2.0"
 
 # Three watchers, started before the deployment: a terminal, a pipe, --json.
-script -qfec "$PINION deployment watch acme d1 --interval 0.5" "$T/watch.tty" \
+script -qfec "$PINION deployment watch acme d1 --interval 0.3" "$T/watch.tty" \
     </dev/null >/dev/null 2>&1 &
 TTY_PID=$!
-"$PINION" deployment watch acme d1 --interval 0.5 >"$T/watch.txt" 2>&1 &
+"$PINION" deployment watch acme d1 --interval 0.3 >"$T/watch.txt" 2>&1 &
 TXT_PID=$!
-"$PINION" --json deployment watch acme d1 --interval 0.5 >"$T/watch.json" 2>&1 &
+"$PINION" --json deployment watch acme d1 --interval 0.3 >"$T/watch.json" 2>&1 &
 JSON_PID=$!
 on_exit "kill $TTY_PID $TXT_PID $JSON_PID 2>/dev/null || true"
 wait_until 10 grep -q 'to go' "$T/watch.tty" || bail_out "no view on the terminal: $(cat "$T/watch.tty")"
