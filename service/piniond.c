@@ -105,8 +105,10 @@ static void on_disconnect(struct mosquitto *m, void *arg, int rc)
 {
     struct pd *pd = arg;
     (void)m;
-    if (pd->mq_connected)
+    if (pd->mq_connected && rc) /* rc 0: our own disconnect, at stop */
         pd_log(PD_WARNING "disconnected from the broker (%s)", mosquitto_strerror(rc));
+    else if (pd->mq_connected)
+        pd_log("disconnected from the broker (%s)", mosquitto_strerror(rc));
     pd->mq_connected = false;
     pd_metrics_broker(pd->metrics, pd->cfg.mqtt_host, pd->cfg.mqtt_port, false);
 }
