@@ -105,7 +105,7 @@ static int read_view(struct cli_ctx *ctx, const char *dep_id, struct view *v)
     v->failures = lval(r, 0, 3);
     v->max_failures = lval(r, 0, 4);
     copy(v->firmware, sizeof(v->firmware), PQgetvalue(r, 0, 5));
-    char req[256];
+    char req[1024]; /* a requirement is at most 512 bytes (lib/semver.c) */
     copy(req, sizeof(req), PQgetvalue(r, 0, 6));
     v->by_state = json_loads(PQgetvalue(r, 0, 7), 0, NULL);
     v->inflight = lval(r, 0, 8);
