@@ -131,5 +131,7 @@ extern const struct cli_cmd cli_release_key_cmds[];
 /* Writes PREFIX.pub / PREFIX.priv (--out PREFIX) and prints the key id. */
 int cli_key_files_create(struct cli_ctx *ctx, int argc, char **argv);
 extern const struct cli_cmd cli_deployment_cmds[];
+/* pinion deployment watch (cli/watch.c). */
+int cli_deployment_watch(struct cli_ctx *ctx, int argc, char **argv);
 
 #endif

@@ -200,5 +200,12 @@ const struct cli_cmd cli_deployment_cmds[] = {
     {"show", cmd_show, "ORG NAME", "show a deployment and how many devices are in each state",
      NULL},
     {"list", cmd_list, "ORG", "list ORG's deployments", NULL},
+    {"watch", cli_deployment_watch, "ORG NAME [--interval SECONDS]",
+     "follow a rollout live until it is finished (exit 0) or interrupted",
+     "On a terminal: counts per state, devices per minute, failures, the last events and the\n"
+     "estimated time left, redrawn every --interval seconds (default 1). Otherwise one plain\n"
+     "line per change (and one per device event); with --json one JSON object per change.\n"
+     "Finished: every device the deployment targets runs its firmware and none is in flight.\n"
+     "A paused deployment is still watched. Ctrl-C stops watching (exit 130), not the rollout."},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -31,6 +31,7 @@
 #include "denylog.h"
 #include "err.h"
 #include "ident.h"
+#include "metrics.h"
 #include "ops.h"
 #include "policy.h"
 #include "sync.h"
@@ -57,6 +58,7 @@ struct plugin {
     bool loaded;                      /* the state came from the database once */
     void (*complete_auth)(const char *, int); /* 2.1's mosquitto_complete_basic_auth */
     struct waiting *waiting;          /* CONNECTs held until the first load */
+    struct pn_metrics metrics;        /* $SYS/broker/pinion/... (metrics.c) */
 };
 
 /* 2.1: a CONNECT that arrives before the plugin ever loaded its state (the
@@ -97,6 +99,7 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
 {
     p->cfg.resync_s = 300;
     p->deny_log_s = 10;
+    p->metrics.interval_s = 10; /* Mosquitto's default sys_interval */
     snprintf(p->topic_root, sizeof(p->topic_root), "fleet");
     p->policy.identity = PN_IDENTITY_CN;
     p->policy.rotation = PN_ROTATE_SAME_KEY;
@@ -159,6 +162,18 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
                 return -1;
             }
             p->deny_log_s = (int)s;
+        } else if (!strcmp(k, "sys_interval")) {
+            /* The plugin API does not expose the broker's sys_interval. */
+            char *end;
+            long s = strtol(v, &end, 10);
+            if (!*v || *end || s < 0 || s > 86400) {
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     OPT_PREFIX "sys_interval must be 0 to 86400 "
+                                                "seconds, not '%s'",
+                                     v);
+                return -1;
+            }
+            p->metrics.interval_s = (int)s;
         } else {
             mosquitto_log_printf(MOSQ_LOG_ERR, "pinion: unknown option plugin_opt_%s", k);
             return -1;
@@ -466,10 +481,12 @@ static bool admit_waiting(struct plugin *p, struct waiting *w, time_t now)
     if ((a.kind == PN_ADMIT_PINNED || a.kind == PN_ADMIT_NEW) &&
         strcmp(a.identifier, w->client_id) != 0) {
         a.kind = PN_REFUSE;
+        a.refusal = PN_REFUSED_CLIENT_ID;
         snprintf(a.reason, sizeof(a.reason), "identifier differs from the client id set while "
                                              "waiting for the database");
     } else if (a.kind == PN_ADMIT_SERVICE) {
         a.kind = PN_REFUSE;
+        a.refusal = PN_REFUSED_DATABASE;
         snprintf(a.reason, sizeof(a.reason), "a service that connected before the first load "
                                              "must reconnect");
     }
@@ -477,8 +494,10 @@ static bool admit_waiting(struct plugin *p, struct waiting *w, time_t now)
         pn_sync_seen(p->sync, a.identifier, a.cert_id);
     } else if (a.kind == PN_ADMIT_NEW && pin_new(p, &a, w->cert) < 0) {
         a.kind = PN_REFUSE;
+        a.refusal = PN_REFUSED_INTERNAL;
         snprintf(a.reason, sizeof(a.reason), "out of memory while pinning");
     }
+    pn_metrics_admission(&p->metrics, &a);
     if (a.kind == PN_REFUSE)
         mosquitto_log_printf(MOSQ_LOG_NOTICE, "pinion: refused certificate %s identifier %s: %s",
                              a.cert_id, a.identifier, a.reason);
@@ -548,10 +567,12 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
         snprintf(user, sizeof(user), "%s", a.identifier);
         if (pin_new(p, &a, cert) < 0) {
             a.kind = PN_REFUSE;
+            a.refusal = PN_REFUSED_INTERNAL;
             snprintf(a.reason, sizeof(a.reason), "out of memory while pinning");
         }
         break;
     }
+    pn_metrics_admission(&p->metrics, &a);
     if (a.kind == PN_REFUSE) {
         mosquitto_log_printf(MOSQ_LOG_NOTICE, "pinion: refused certificate %s identifier %s: %s",
                              a.cert_id, a.identifier, a.reason);
@@ -619,7 +640,7 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 
 static void kick(void *arg, const char *name, int is_username)
 {
-    (void)arg;
+    ((struct plugin *)arg)->metrics.v[PN_M_KICKS]++;
     /* Mosquitto does not say whether anyone was connected under that name. */
     mosquitto_log_printf(MOSQ_LOG_NOTICE, "pinion: access revoked for %s (disconnected if online)",
                          name);
@@ -642,6 +663,13 @@ static void kick(void *arg, const char *name, int is_username)
 #else
 #define TICK_NEXT_MS next_ms
 #endif
+
+/* Retained, as Mosquitto publishes its own $SYS values. */
+static void publish_sys(void *arg, const char *topic, const char *value)
+{
+    (void)arg;
+    mosquitto_broker_publish_copy(NULL, topic, (int)strlen(value), value, 0, true, NULL);
+}
 
 static const int log_levels[] = {MOSQ_LOG_INFO, MOSQ_LOG_NOTICE, MOSQ_LOG_WARNING, MOSQ_LOG_ERR};
 
@@ -680,6 +708,7 @@ static int on_tick(int event, void *event_data, void *userdata)
         }
         if (op->kind == PN_OP_SNAPSHOT) {
             p->loaded = true;
+            pn_metrics_loaded(&p->metrics, p->state, now);
             pn_sync_dispose(p->sync, op);
         } else {
             pn_op_free(op);
@@ -688,6 +717,7 @@ static int on_tick(int event, void *event_data, void *userdata)
     }
     if (p->waiting)
         answer_waiting(p);
+    pn_metrics_tick(&p->metrics, p->state, pn_sync_ready(p->sync), now, publish_sys, p);
     return MOSQ_ERR_SUCCESS;
 }
 
@@ -766,6 +796,7 @@ mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
     p->cfg.conninfo = p->cfg.trust_dir = NULL; /* options are the broker's; sync copied them */
     if (pn_sync_load_now(p->sync, &p->state, &err) == 0) {
         p->loaded = true;
+        pn_metrics_loaded(&p->metrics, p->state, time(NULL));
         mosquitto_log_printf(MOSQ_LOG_NOTICE,
                              "pinion: loaded %zu CAs, %zu devices, %zu pinned certificates, %zu "
                              "service identities",

@@ -3,9 +3,11 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,16 +27,41 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
+/* Whether stderr is the journal (systemd sets JOURNAL_STREAM to its
+ * "device:inode" for services whose stderr goes there). */
+static bool stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    return js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+           (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 void pd_log(const char *fmt, ...)
 {
-    char when[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    /* A PD_ERR/PD_WARNING/PD_NOTICE prefix ("<N>", sd-daemon(3)) gives the
+     * level; none is info.  The journal reads the prefix and timestamps
+     * lines itself; elsewhere the level is a word after a UTC timestamp. */
+    int level = 6;
+    if (fmt[0] == '<' && fmt[1] >= '0' && fmt[1] <= '7' && fmt[2] == '>') {
+        level = fmt[1] - '0';
+        fmt += 3;
+    }
+    static const char *const words[] = {
+        "emergency: ", "alert: ", "critical: ", "error: ", "warning: ", "", "", "debug: "};
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s piniond: ", when);
+    if (stderr_is_journal()) {
+        fprintf(stderr, "<%d>", level);
+    } else {
+        char when[32];
+        time_t t = time(NULL);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        fprintf(stderr, "%s piniond: %s", when, words[level]);
+    }
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
@@ -44,7 +71,7 @@ int pd_publish(struct pd *pd, const char *topic, const void *payload, int len, b
 {
     int rc = mosquitto_publish(pd->mq, NULL, topic, len, payload, 1, retain);
     if (rc != MOSQ_ERR_SUCCESS) {
-        pd_log("cannot publish to %s: %s", topic, mosquitto_strerror(rc));
+        pd_log(PD_ERR "cannot publish to %s: %s", topic, mosquitto_strerror(rc));
         return -1;
     }
     return 0;
@@ -54,7 +81,7 @@ static void on_connect(struct mosquitto *m, void *arg, int rc)
 {
     struct pd *pd = arg;
     if (rc != 0) {
-        pd_log("broker refused the connection: %s", mosquitto_reason_string(rc));
+        pd_log(PD_ERR "broker refused the connection: %s", mosquitto_reason_string(rc));
         return;
     }
     char status[300], get[300], update[300];
@@ -70,6 +97,7 @@ static void on_connect(struct mosquitto *m, void *arg, int rc)
      * reaches piniond before the device, having received it, can ask. */
     mosquitto_subscribe_v5(m, NULL, update, 0, MQTT_SUB_OPT_SEND_RETAIN_NEVER, NULL);
     pd->mq_connected = true;
+    pd_metrics_broker(pd->metrics, pd->cfg.mqtt_host, pd->cfg.mqtt_port, true);
     pd_log("connected to %s:%d as %s", pd->cfg.mqtt_host, pd->cfg.mqtt_port, pd->cfg.client_id);
 }
 
@@ -77,9 +105,12 @@ static void on_disconnect(struct mosquitto *m, void *arg, int rc)
 {
     struct pd *pd = arg;
     (void)m;
-    if (pd->mq_connected)
+    if (pd->mq_connected && rc) /* rc 0: our own disconnect, at stop */
+        pd_log(PD_WARNING "disconnected from the broker (%s)", mosquitto_strerror(rc));
+    else if (pd->mq_connected)
         pd_log("disconnected from the broker (%s)", mosquitto_strerror(rc));
     pd->mq_connected = false;
+    pd_metrics_broker(pd->metrics, pd->cfg.mqtt_host, pd->cfg.mqtt_port, false);
 }
 
 static void retry_later(struct pd *pd, const char *ident, const void *payload, int len)
@@ -174,14 +205,16 @@ int pd_ensure_db(struct pd *pd)
     if (pd->db) {
         PQfinish(pd->db);
         pd->db = NULL;
-        pd_log("database connection lost; reconnecting");
+        pd_log(PD_WARNING "database connection lost; reconnecting");
+        pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
     }
     pd->db = pn_db_connect_app(pd->cfg.database, "piniond", 5, &err);
     if (!pd->db || pn_db_check_schema(pd->db, &err) < 0 || pd_chunks_prepare(pd, &err) < 0) {
         if (pd->db)
             PQfinish(pd->db);
         pd->db = NULL;
-        pd_log("%s", err.msg);
+        pd_log(PD_ERR "%s", err.msg);
+        pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
         return -1;
     }
     return 0;
@@ -229,6 +262,11 @@ int main(int argc, char **argv)
         return 1;
     }
     pn_fwkey_id(pd.release_sk + 32, pd.release_key_id);
+    if (pd.cfg.metrics_listen &&
+        !(pd.metrics = pd_metrics_start(pd.cfg.metrics_listen, pd.cfg.database, &err))) {
+        fprintf(stderr, "piniond: %s: %s\n", conf, err.msg);
+        return 1;
+    }
     if (pd_limits_init(&pd) < 0) {
         fprintf(stderr, "piniond: out of memory\n");
         return 1;
@@ -259,7 +297,7 @@ int main(int argc, char **argv)
     pd_log("starting; release key %s", pd.release_key_id);
     int rc = mosquitto_connect(pd.mq, pd.cfg.mqtt_host, pd.cfg.mqtt_port, 30);
     if (rc != MOSQ_ERR_SUCCESS)
-        pd_log("cannot connect to %s:%d yet: %s", pd.cfg.mqtt_host, pd.cfg.mqtt_port,
+        pd_log(PD_WARNING "cannot connect to %s:%d yet: %s", pd.cfg.mqtt_host, pd.cfg.mqtt_port,
                mosquitto_strerror(rc));
 
     long last_tick = 0, last_retry = 0;
@@ -290,7 +328,8 @@ int main(int argc, char **argv)
         }
         run_retries(&pd);
         pd_end_stale(&pd);
-        pd_rollout_tick(&pd);
+        int released = pd_rollout_tick(&pd);
+        pd_metrics_add(pd.metrics, PD_M_RELEASES, released > 0 ? (unsigned long)released : 0);
         pd_renew(&pd, 0);
     }
     pd_log("stopping");
@@ -303,6 +342,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < pd.nretry; i++)
         free(pd.retry[i].payload);
     pd_limits_free(&pd);
+    pd_metrics_stop(pd.metrics);
     sodium_memzero(pd.release_sk, sizeof(pd.release_sk));
     pd_config_free(&pd.cfg);
     return 0;

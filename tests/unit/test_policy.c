@@ -309,7 +309,13 @@ static void test_acl_service(void)
     CHECK(!allows(s, svc, "svc", "fleetx/a", W));
     CHECK(!allows(s, svc, "svc", "$SYS/x", W));
     CHECK(!allows(s, svc, "svc", "$CONTROL/dynamic-security/v1", W));
-    CHECK(!allows(s, svc, "svc", "$SYS/#", S));
+    /* $SYS (Mosquitto's and the plugin's counters) is readable by services,
+     * for monitoring; never writable. */
+    CHECK(allows(s, svc, "svc", "$SYS/#", S));
+    CHECK(allows(s, svc, "svc", "$SYS/broker/pinion/#", S));
+    CHECK(allows(s, svc, "svc", "$SYS/broker/pinion/admitted/new", R));
+    CHECK(!allows(s, svc, "svc", "$SYS/broker/pinion/admitted/new", W));
+    CHECK(!allows(s, svc, "svc", "$SYSx/#", S));
 
     /* Only registered service names. */
     const char *nosuch = PN_SERVICE_USER_PREFIX "nosuch";
