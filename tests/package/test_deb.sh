@@ -281,6 +281,7 @@ fi
 wait_until 5 sh -c "! kill -0 $PDPID 2>/dev/null"
 if kill -0 "$PDPID" 2>/dev/null; then
     fail "removing piniond stopped the running piniond" "$(ps -o pid,user,args -p "$PDPID")"
+    kill -KILL "$PDPID" 2>/dev/null
 else
     pass "removing piniond stopped the running piniond"
 fi
