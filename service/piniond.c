@@ -196,11 +196,10 @@ static void usage(FILE *to)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {0}};
+    static const struct option lo[] = {{"config", required_argument, NULL, 'c'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"version", no_argument, NULL, 'V'},
+                                       {0}};
     const char *conf = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "c:h", lo, NULL)) != -1) {
