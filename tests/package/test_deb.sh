@@ -76,6 +76,7 @@ on_exit teardown
     if [ ! -s "$BASE" ]; then
         echo "# making the $SUITE minbase root in $CACHE (once)" >&2
         tmp=$(mktemp -d "$CACHE/root.XXXXXX")
+        chmod 0755 "$tmp"
         debootstrap --variant=minbase "$SUITE" "$tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 &&
             tar -C "$tmp" -cf "$BASE.tmp" . && mv "$BASE.tmp" "$BASE"
         rc=$?
@@ -84,6 +85,8 @@ on_exit teardown
     fi
 ) 9>"$CACHE/lock" || bail_out "debootstrap failed: $(tail -5 "$CACHE/debootstrap.log")"
 tar -C "$R" -xf "$BASE" || bail_out "cannot unpack $BASE"
+# mktemp made it 0700: the root's / must be open to its daemons' users.
+chmod 0755 "$R"
 pass "a clean Debian $SUITE root"
 
 mount -t proc proc "$R/proc" && MOUNTS+=("$R/proc") || bail_out "cannot mount /proc in the root"
