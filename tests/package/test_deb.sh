@@ -244,6 +244,8 @@ sed -i -e "s|^database = .*|database = \"$PINION_DB\"|" -e "s|^mqtt_port = .*|mq
 EXEC=$(sed -n 's/^ExecStart=//p' "$UNIT")
 USER_=$(sed -n 's/^User=//p' "$UNIT")
 GROUP_=$(sed -n 's/^Group=//p' "$UNIT")
+# $EXEC unquoted: ExecStart's words (no quoting in this unit).
+# shellcheck disable=SC2086
 chroot --userspec="$USER_:$GROUP_" "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin HOME=/var/lib/pinion \
     $EXEC >"$T/piniond.log" 2>&1 &
 PDPID=$!
