@@ -182,8 +182,16 @@ static int cmd_fw_upload(struct cli_ctx *ctx, int argc, char **argv)
         dir = DEFAULT_ARTIFACTS;
     /* The row records an absolute path, whatever the caller's directory. */
     char absdir[4096];
-    if (!realpath(dir, absdir))
+    if (!realpath(dir, absdir)) {
+        /* A new host: say what to do, not only what is missing. */
+        if (errno == ENOENT)
+            return cli_fail("artifact directory %s does not exist: create it (the piniond "
+                            "package makes " DEFAULT_ARTIFACTS
+                            "; by hand: install -d -m 2775 -g pinion DIR) or choose another "
+                            "with --artifacts DIR or $PINION_ARTIFACTS",
+                            dir);
         return cli_fail("artifact directory %s: %s", dir, strerror(errno));
+    }
     dir = absdir;
     if (cli_org_product(ctx, org, product, org_id, product_id) < 0)
         return 1;

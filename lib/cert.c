@@ -577,17 +577,23 @@ EVP_PKEY *pn_csr_load_key(const char *path, struct pn_err *err)
 
 int pn_ca_dir_load(const char *dir, X509 **cert, EVP_PKEY **key, struct pn_err *err)
 {
-    char p[4096];
+    char c[4096], k[4096];
+    snprintf(c, sizeof(c), "%s/ca.pem", dir);
+    snprintf(k, sizeof(k), "%s/ca.key", dir);
+    return pn_ca_files_load(c, k, cert, key, err);
+}
+
+int pn_ca_files_load(const char *cert_path, const char *key_path, X509 **cert, EVP_PKEY **key,
+                     struct pn_err *err)
+{
     *cert = NULL;
     *key = NULL;
-    snprintf(p, sizeof(p), "%s/ca.pem", dir);
-    if (!(*cert = pn_cert_load(p, err)))
+    if (!(*cert = pn_cert_load(cert_path, err)))
         return -1;
-    snprintf(p, sizeof(p), "%s/ca.key", dir);
-    if (!(*key = pn_key_load(p, err)))
+    if (!(*key = pn_key_load(key_path, err)))
         goto fail;
     if (X509_check_private_key(*cert, *key) != 1) {
-        pn_err_ssl(err, "%s: key does not belong to %s/ca.pem", p, dir);
+        pn_err_ssl(err, "%s: key does not belong to %s", key_path, cert_path);
         goto fail;
     }
     return 0;

@@ -129,4 +129,9 @@ EVP_PKEY *pn_csr_load_key(const char *path, struct pn_err *err);
  * Checks that the key belongs to the certificate. */
 int pn_ca_dir_load(const char *dir, X509 **cert, EVP_PKEY **key, struct pn_err *err);
 
+/* The same from two named files (AWS's recipe names them rootCA.pem and
+ * rootCA.key).  On success the caller frees both (X509_free, EVP_PKEY_free). */
+int pn_ca_files_load(const char *cert_path, const char *key_path, X509 **cert, EVP_PKEY **key,
+                     struct pn_err *err);
+
 #endif

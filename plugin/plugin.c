@@ -35,6 +35,7 @@
 #include "ops.h"
 #include "policy.h"
 #include "sync.h"
+#include "version.h"
 
 _Static_assert(PN_ACL_READ == MOSQ_ACL_READ && PN_ACL_WRITE == MOSQ_ACL_WRITE &&
                    PN_ACL_SUBSCRIBE == MOSQ_ACL_SUBSCRIBE &&
@@ -768,6 +769,9 @@ mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
                       struct mosquitto_opt *options, int option_count)
 {
     struct pn_err err;
+    /* First, so that any error below is read against the version that
+     * logged it. */
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "pinion: plugin version " PINION_VERSION_FULL);
     struct plugin *p = calloc(1, sizeof(*p));
     if (!p || sodium_init() < 0) {
         free(p);

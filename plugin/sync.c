@@ -447,8 +447,11 @@ static void lost(struct pn_sync *s, const char *why)
     /* why may point into the connection (PQerrorMessage): copy it before
      * PQfinish frees it, and keep the first line only. */
     char msg[256];
-    snprintf(msg, sizeof(msg), "%s", why ? why : "");
-    msg[strcspn(msg, "\n")] = '\0';
+    size_t n = why ? strcspn(why, "\n") : 0;
+    if (n >= sizeof(msg))
+        n = sizeof(msg) - 1; /* a log line, not the whole server message */
+    memcpy(msg, why ? why : "", n);
+    msg[n] = '\0';
     if (s->db)
         PQfinish(s->db);
     s->db = NULL;

@@ -18,6 +18,7 @@
 #include "fwkey.h"
 #include "ident.h"
 #include "piniond.h"
+#include "version.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -222,14 +223,16 @@ int pd_ensure_db(struct pd *pd)
 
 static void usage(FILE *to)
 {
-    fprintf(to, "usage: piniond -c|--config CONFIG\n\n"
+    fprintf(to, "usage: piniond -c|--config CONFIG\n       piniond --version\n\n"
                 "Releases firmware to devices: see README section \"piniond\".\n");
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {0}};
+    static const struct option lo[] = {{"config", required_argument, NULL, 'c'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"version", no_argument, NULL, 'V'},
+                                       {0}};
     const char *conf = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "c:h", lo, NULL)) != -1) {
@@ -237,6 +240,9 @@ int main(int argc, char **argv)
             conf = optarg;
         } else if (c == 'h') {
             usage(stdout);
+            return 0;
+        } else if (c == 'V') {
+            puts("piniond " PINION_VERSION_FULL);
             return 0;
         } else {
             usage(stderr);
