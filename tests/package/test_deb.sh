@@ -108,13 +108,16 @@ root_install() {
 
 # ---------------------------------------------------------------- packages
 
-# From this build, unless it is sanitized: packages must not carry ASan, so
-# a plain tree is built for them next to it.
+# From this build, unless it is sanitized (packages must not carry ASan) or
+# was configured with another prefix than /usr (e.g. a build tree made before
+# /usr became the default): then a plain /usr tree is built for them next to it.
 PKG_BUILD=$PINION_BUILD
-if [ "${PINION_SANITIZE:-0}" = 1 ]; then
+prefix=$(sed -n 's/^CMAKE_INSTALL_PREFIX:PATH=//p' "$PINION_BUILD/CMakeCache.txt")
+if [ "${PINION_SANITIZE:-0}" = 1 ] || [ "$prefix" != /usr ]; then
     PKG_BUILD=$PINION_BUILD/deb-plain
     cmake -S "$PINION_SOURCE" -B "$PKG_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        -DPINION_SANITIZE=OFF -DBUILD_TESTING=OFF >"$T/plain.log" 2>&1 &&
+        -DCMAKE_INSTALL_PREFIX=/usr -DPINION_SANITIZE=OFF -DBUILD_TESTING=OFF \
+        >"$T/plain.log" 2>&1 &&
         cmake --build "$PKG_BUILD" -j2 --target pinion piniond pinion_plugin >>"$T/plain.log" 2>&1 ||
         bail_out "plain build for the packages failed: $(tail -5 "$T/plain.log")"
 fi
