@@ -74,7 +74,7 @@ static bool rotation_allows(const struct pn_device *d, enum pn_rotation r,
         if (p->status != PN_ACTIVE)
             continue;
         any_active = true;
-        if (memcmp(p->spki, spki, PN_SHA256) == 0)
+        if (memcmp(p->spki, spki, PN_SPKI_KEPT) == 0)
             same_key = true;
     }
     if (!any_active || r == PN_ROTATE_ANY)
@@ -129,7 +129,7 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
             return refuse(out, "device is revoked");
         if (pin->status != PN_ACTIVE)
             return refuse(out, "certificate is revoked");
-        if (now > pin->not_after && !pol->allow_expired_pinned)
+        if (now > (time_t)pin->not_after && !pol->allow_expired_pinned)
             return refuse(out, "pinned certificate has expired");
         if (!client_id || strcmp(client_id, d->identifier) != 0)
             return refuse(out, "client id '%s' is not the device identifier '%s'",
