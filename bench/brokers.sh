@@ -50,7 +50,8 @@ bench_setup() {
         --jitp sensor >/dev/null
     "${P[@]}" service add piniond "$CACHE/devs/svc.pem" >/dev/null
     PORT=$(. tests/harness/ports.sh && free_port_in 57000)
-    mkdir -p "$W/trust"
+    mkdir -p "$W/trust" "$W/plain-trust"
+    cp "$CACHE/ca/ca.pem" "$W/plain-trust/$(openssl x509 -in "$CACHE/ca/ca.pem" -noout -subject_hash).0"
 }
 
 psql_b() { "$PINION_PG_BIN/psql" -X -q -h "$PGHOST" -p "$PGPORT" -U postgres bench "$@"; }
@@ -67,6 +68,7 @@ start_broker() {
         echo "log_dest file $W/$kind.log"
         echo "log_type error"
         echo "max_queued_messages 1000"
+        echo "max_inflight_messages 0" # unlimited: nothing waits in a queue
         if [ "$kind" = pinion ]; then
             echo "plugin $BUILD/plugin/pinion_plugin.so"
             echo "plugin_opt_database $DB"
@@ -77,6 +79,11 @@ start_broker() {
         echo "keyfile $CACHE/server.key"
         if [ "$kind" = pinion ]; then
             echo "capath $W/trust"
+        elif [ "$kind" = plain_capath ]; then
+            # The plain broker with Pinion's kind of trust store (a hashed
+            # directory), to tell that cost apart from the plugin's.
+            echo "capath $W/plain-trust"
+            echo "use_identity_as_username true"
         else
             echo "cafile $CACHE/ca/ca.pem"
             # A plain broker admits certificate-only clients this way.

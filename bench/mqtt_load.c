@@ -497,6 +497,20 @@ static struct ident *load_all(const struct opts *o)
     return v;
 }
 
+static void free_all(struct ident *ids, int nids, struct conn *cs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        conn_close(&cs[i], C_IDLE);
+        free(cs[i].wbuf);
+    }
+    free(cs);
+    for (int i = 0; i < nids; i++) {
+        X509_free(ids[i].x);
+        EVP_PKEY_free(ids[i].k);
+    }
+    free(ids);
+}
+
 /* Connects conns[0..n-1] with at most `conc` handshakes in flight; returns
  * the time taken until the last CONNACK. */
 static double connect_all(const struct opts *o, struct conn *cs, struct ident *ids, int n, int conc)
@@ -560,8 +574,8 @@ static int run_storm(const struct opts *o)
            o->broker_pid ? ticks_ms(b1 - b0) / o->n : 0, o->pg_pid ? ticks_ms(p1 - p0) / o->n : 0);
     if (first_error[0])
         fprintf(stderr, "mqtt_load: first error: %s\n", first_error);
-    for (int i = 0; i < o->n; i++)
-        conn_close(&cs[i], C_IDLE);
+    free(lat);
+    free_all(ids, o->n + 1, cs, o->n);
     return ok == o->n ? 0 : 1;
 }
 
@@ -657,8 +671,7 @@ static int run_pub(const struct opts *o)
     if (!ok)
         fprintf(stderr, "mqtt_load: %ld of %ld messages arrived, %ld connections dropped%s%s\n",
                 received, o->msgs, dropped, first_error[0] ? "; " : "", first_error);
-    for (int i = 0; i < n; i++)
-        conn_close(&cs[i], C_IDLE);
+    free_all(ids, n, cs, n);
     return ok ? 0 : 1;
 }
 
@@ -752,5 +765,8 @@ int main(int argc, char **argv)
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     ep = epoll_create1(EPOLL_CLOEXEC);
-    return !strcmp(mode, "storm") ? run_storm(&o) : run_pub(&o);
+    int rc = !strcmp(mode, "storm") ? run_storm(&o) : run_pub(&o);
+    close(ep);
+    SSL_CTX_free(ctx);
+    return rc;
 }
