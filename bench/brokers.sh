@@ -24,6 +24,9 @@ bench_setup() {
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
     mkdir -p "$CACHE"
+    # One writer at a time: ctest may run two benchmarks at once.
+    exec 8>"$CACHE/.lock"
+    flock 8
     if [ ! -f "$CACHE/ca/ca.pem" ]; then
         "$BUILD/pinion" ca create --cn "Pinion Bench CA" --out "$CACHE/ca" --days 3650 >/dev/null
     fi
@@ -34,6 +37,8 @@ bench_setup() {
             -addext "extendedKeyUsage=serverAuth" >/dev/null 2>&1
     fi
     "$BUILD/bench/mqtt_load" certs --ca "$CACHE/ca" --out "$CACHE/devs" -n "$n" >/dev/null
+    flock -u 8
+    exec 8>&-
 
     bash tests/harness/pg.sh start "$W/pg" >/dev/null
     . "$W/pg/pg.env"

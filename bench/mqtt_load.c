@@ -177,7 +177,7 @@ static int make_certs(const struct opts *o)
         struct pn_cert_spec spec = {PN_CERT_DEVICE, cn, NULL, 3650};
         X509 *x = k ? pn_cert_make(&spec, k, ca, cakey, &err) : NULL;
         char tmp[4200];
-        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
         FILE *f = x ? fopen(tmp, "w") : NULL;
         if (!f || !PEM_write_X509(f, x) || !PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) ||
             fclose(f) != 0 || rename(tmp, path) < 0) {
