@@ -390,6 +390,27 @@ static void test_admit_pinned(void)
     pol.allow_expired_pinned = true;
     CHECK(decide(s, &pol, a_cert, "A", true, later, &a) == PN_ADMIT_PINNED);
     pol.allow_expired_pinned = false;
+    /* A pin keeps its expiry in 32 bits (issue 13: a pin must fit in 72
+     * bytes): a certificate valid until 9999 is valid now, and until the
+     * end of that range (2106), not beyond; one from before 1970 is
+     * expired. */
+    CHECK(sizeof(struct pn_pin) <= 72);
+    struct pn_pin *ap = pn_map_get(s->pins, a.cert_bin, PN_SHA256);
+    CHECK(ap != NULL);
+    if (ap) {
+        unsigned char pid[PN_SHA256], pspki[PN_SPKI_KEPT];
+        struct pn_device *pd = ap->dev;
+        memcpy(pid, ap->id, sizeof(pid));
+        memcpy(pspki, ap->spki, sizeof(pspki));
+        pn_state_put_pin(s, pid, pd, pspki, (time_t)253402300799, PN_ACTIVE); /* 9999 */
+        CHECK(decide(s, &pol, a_cert, "A", true, now, &a) == PN_ADMIT_PINNED);
+        CHECK(decide(s, &pol, a_cert, "A", true, (time_t)UINT32_MAX, &a) == PN_ADMIT_PINNED);
+        CHECK(decide(s, &pol, a_cert, "A", true, (time_t)UINT32_MAX + 1, &a) == PN_REFUSE);
+        pn_state_put_pin(s, pid, pd, pspki, (time_t)-86400, PN_ACTIVE);
+        CHECK(decide(s, &pol, a_cert, "A", true, now, &a) == PN_REFUSE);
+        pn_state_put_pin(s, pid, pd, pspki, pn_cert_not_after(a_cert), PN_ACTIVE);
+        CHECK(decide(s, &pol, a_cert, "A", true, now, &a) == PN_ADMIT_PINNED);
+    }
 
     /* Revoked certificate; revoked device. */
     struct pn_device *b = pn_map_get(s->devices, "B", 1);
