@@ -7,6 +7,7 @@
 #   start_broker b1                      # plugin defaults
 #   start_broker b2 identity=client_id   # extra plugin_opt_KEY=VALUE
 #   probe b1 "$T/devs/dev-1" dev-1 --sub 'fleet/dev-1/down/#' --stay 1
+#   prepare_broker b3; ...; launch_broker b3   # edit the config before launching
 #   stop_broker b1
 #
 # Each broker gets $T/broker-NAME/ with its config, log (BROKER_LOG[NAME]),
@@ -119,10 +120,15 @@ prepare_broker() {
 
 # Starts broker NAME and waits until it listens.  Returns 1 (and leaves the
 # log in $OUT) when Mosquitto exits instead, e.g. the plugin refused to load.
-# free_port only says a port was free a moment ago: when a concurrent test
-# (ctest -j) took it before Mosquitto bound it, another one is tried.
 start_broker() {
     prepare_broker "$@"
+    launch_broker "$1"
+}
+
+# Launches broker NAME as prepare_broker (and the test) configured it.
+# free_port only says a port was free a moment ago: when a concurrent test
+# (ctest -j) took it before Mosquitto bound it, another one is tried.
+launch_broker() {
     local name=$1 try old
     for try in 1 2 3; do
         _broker_launch "$name" && return 0

@@ -20,7 +20,7 @@ refuses_to_load() {
     shift 4
     prepare_broker "$name" "$@"
     [ -z "$script" ] || sed -i -e "$script" "${BROKER_CONF[$name]}"
-    if _broker_launch "$name"; then
+    if launch_broker "$name"; then
         fail "$desc: the plugin refuses to load" "the broker started" \
             "config: $(grep plugin_opt "${BROKER_CONF[$name]}")"
         stop_broker "$name"
@@ -83,7 +83,7 @@ fi
 baddb="host=$PGHOST port=$PGPORT user=postgres dbname=${PINION_TEST_DB}_missing connect_timeout=2"
 prepare_broker nodbyet
 sed -i "s|^plugin_opt_database .*|plugin_opt_database $baddb|" "${BROKER_CONF[nodbyet]}"
-if _broker_launch nodbyet; then
+if launch_broker nodbyet; then
     pass "database missing at startup: the broker still starts"
 else
     fail "database missing at startup: the broker still starts" "$OUT"

@@ -135,7 +135,7 @@ pg2_stop || bail_out "cannot stop the private cluster: $(cat "$T/pg2-ctl.log")"
 # wrote (the plugin rewrites it only from a load), so TLS accepts devices.
 prepare_broker b2
 cp -p "${BROKER_TRUST[b1]}"/* "${BROKER_TRUST[b2]}"/
-if _broker_launch b2; then
+if launch_broker b2; then
     pass "broker starts while the database is down"
 else
     fail "broker starts while the database is down" "$OUT"
