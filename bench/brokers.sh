@@ -54,7 +54,7 @@ bench_setup() {
     "${P[@]}" ca register acme "$CACHE/ca/ca.pem" --verification-cert "$W/verify.pem" \
         --jitp sensor >/dev/null
     "${P[@]}" service add piniond "$CACHE/devs/svc.pem" >/dev/null
-    PORT=$(. tests/harness/ports.sh && free_port_in 57000)
+    PORT=$(. tests/harness/ports.sh && free_port_in 27000)
     mkdir -p "$W/trust" "$W/plain-trust"
     cp "$CACHE/ca/ca.pem" "$W/plain-trust/$(openssl x509 -in "$CACHE/ca/ca.pem" -noout -subject_hash).0"
 }
