@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Firmware download over MQTT (SPEC section 9): one reference device takes a
+# Firmware download over MQTT (docs/protocol.md, "Chunk format"): one reference device takes a
 # release of MIB MiB (default 64) from piniond through Mosquitto with the
 # plugin, on loopback, real TLS.  For each chunk size, prints the time from
 # `deployment start` to the device reporting the new firmware (release,

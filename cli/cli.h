@@ -106,8 +106,8 @@ json_t *cli_tags(const char *csv);
  * error.  Caller frees. */
 char *cli_tags_text(const char *csv);
 
-/* Validates a device identifier (SPEC section 2, and not reserved);
- * prints an error and returns -1 if it is not one. */
+/* Validates a device identifier (docs/protocol.md, "Identities", and
+ * not reserved); prints an error and returns -1 if it is not one. */
 int cli_check_identifier(const char *identifier);
 
 /* Validates an org, product or key name (^[A-Za-z0-9._-]{1,64}$). */

@@ -23,7 +23,8 @@
 #define DEFAULT_ARTIFACTS "/var/lib/pinion/artifacts"
 #define MAX_ARGS 64
 
-/* cli_parse knows long options only; SPEC spells the output of pack "-o".
+/* cli_parse knows long options only; the documented usage spells
+ * the output of pack "-o" (README, "CLI reference").
  * Rewrites "-o X" / "-oX" to "--out X" / "--out=X" in a copy of argv. */
 static char **short_out(int argc, char **argv, char **storage, size_t nstorage)
 {

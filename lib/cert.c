@@ -378,7 +378,7 @@ static int add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value, struct 
 
 /* OpenSSL enforces X.520's ub-common-name (64) when it encodes a CN, but a
  * device identifier, which is the device certificate's CN, may have 128
- * characters (SPEC section 2; AWS IoT thing names too).  So the CN is
+ * characters (docs/protocol.md, "Identities"; AWS IoT thing names too).  So the CN is
  * checked here (valid UTF-8, 1 to 128 characters) and added as a
  * UTF8String as it is; OpenSSL reads such names without complaint. */
 static int add_cn(X509_NAME *name, const char *cn)

@@ -1,5 +1,5 @@
 /* X.509 identity and policy for Pinion: certificate ids, loading, the
- * checks of SPEC section 2 (key strength, CA flags, extended key usage,
+ * checks of docs/protocol.md, "Identities" (key strength, CA flags, extended key usage,
  * signature hash), and creation of CA, device and verification
  * certificates.  Everything here is pure OpenSSL 3; no database. */
 #ifndef PN_CERT_H

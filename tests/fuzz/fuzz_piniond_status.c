@@ -1,7 +1,7 @@
 /* piniond's up/status parser (service/messages.h): what any device may
  * send to fleet/<id>/up/status.  On success every string is within its
- * limit and free of control characters, and the state is one of SPEC
- * section 10's; on failure nothing is left allocated (LeakSanitizer) and
+ * limit and free of control characters, and the state is one of docs/protocol.md,
+ * "Status messages"; on failure nothing is left allocated (LeakSanitizer) and
  * the reason is one line. */
 #include "fuzz.h"
 #include "messages.h"

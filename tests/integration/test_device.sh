@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Device certificates (pinion device cert, SPEC section 2), device records
+# Device certificates (pinion device cert; docs/protocol.md,
+# "Identities"), device records
 # (device create | list | show | tag | revoke) and service identities
 # (service add).  Certificates are checked with openssl, as a device, a
 # broker or AWS IoT would read them.
@@ -132,7 +133,7 @@ printf 'not a csr\n' >garbage.csr
 expect_fail "a garbage CSR is refused" 'garbage\.csr' -- \
     "$PINION" device cert --ca ca --id dev-garbage --out csrcerts --csr garbage.csr
 
-# ---- identifiers (SPEC section 2: ^[A-Za-z0-9._:-]{1,128}$)
+# ---- identifiers (docs/protocol.md, "Identities": ^[A-Za-z0-9._:-]{1,128}$)
 
 long128=$(printf 'x%.0s' $(seq 128))
 long129=$(printf 'y%.0s' $(seq 129))

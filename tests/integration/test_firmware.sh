@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The firmware registry through the CLI (SPEC sections 7 and 8): pinion
+# The firmware registry through the CLI (README, "CLI reference"): pinion
 # firmware upload | list | show | pack against a real PostgreSQL, with the
 # archives fwup 1.16.0 made ($PINION_FIXTURES/fwup, verdicts in EXPECTED.md)
 # and hostile archives made here.  Every refusal must leave neither a row

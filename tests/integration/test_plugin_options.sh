@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Plugin configuration (SPEC section 4): a bad or missing option makes the
+# Plugin configuration (README, "Deploying the plugin"): a bad or missing option makes the
 # plugin refuse to load, so Mosquitto exits, with a message naming the
 # option; valid non-default options load.  A database that cannot be
 # reached at startup does not stop the broker, but devices are refused.

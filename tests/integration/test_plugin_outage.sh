@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Database outages (SPEC section 3: decisions from memory, fail closed for
+# Database outages (docs/protocol.md, "Admission": decisions from memory, fail closed for
 # first connects).  While PostgreSQL is down, pinned devices keep
 # connecting and unknown ones are refused; when it comes back the plugin
 # reconnects by itself and admits (and pins) them, with no broker restart.

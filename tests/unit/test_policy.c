@@ -1,7 +1,7 @@
-/* plugin/policy.h: the CONNECT decision (pn_admit_decide, SPEC section 3)
- * and topic access (pn_acl_allows, SPEC section 5) as pure functions of an
- * in-memory state filled here directly, with certificates made by
- * lib/cert.h.  No broker, no database. */
+/* plugin/policy.h: the CONNECT decision (pn_admit_decide, docs/protocol.md,
+ * "Admission") and topic access (pn_acl_allows, "Topics and access") as
+ * pure functions of an in-memory state filled here directly, with
+ * certificates made by lib/cert.h.  No broker, no database. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
