@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Firmware download over MQTT (SPEC section 9): one reference device takes a
+# Firmware download over MQTT (docs/protocol.md, "Chunk format"): one reference device takes a
 # release of MIB MiB (default 64) from piniond through Mosquitto with the
 # plugin, on loopback, real TLS.  For each chunk size, prints the time from
 # `deployment start` to the device reporting the new firmware (release,
@@ -23,7 +23,7 @@ if [ "${1:-}" = --inner ]; then
     make_firmware 1.2.0 $((MIB << 20))
     prepare_broker b1
     [ "$NODELAY" = 1 ] || sed -i '/^set_tcp_nodelay/d' "${BROKER_CONF[b1]}"
-    _broker_launch b1 || bail_out "broker: $OUT"
+    launch_broker b1 || bail_out "broker: $OUT"
     start_piniond p1 "chunk_max = $CHUNK" || bail_out "piniond: $OUT"
     start_device dev-1 --chunk "$CHUNK"
     wait_sql 20 "SELECT firmware_version FROM devices WHERE identifier = 'dev-1'" 1.0.0 ||

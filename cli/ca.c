@@ -173,18 +173,19 @@ static bool code_syntax_ok(const char *code)
 
 static int cmd_verification_cert(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const char *cadir = NULL, *code = NULL, *out = NULL, *style = "both", *pos[1];
-    struct cli_opt opts[] = {{"ca", 1, &cadir, NULL},
-                             {"code", 1, &code, NULL},
-                             {"out", 1, &out, NULL},
-                             {"style", 1, &style, NULL},
-                             {NULL, 0, NULL, NULL}};
+    const char *cadir = NULL, *cacert = NULL, *cakeyfile = NULL, *calabel = NULL, *code = NULL,
+               *out = NULL, *style = "both", *pos[1];
+    struct cli_opt opts[] = {
+        {"ca", 1, &cadir, NULL},  {"ca-cert", 1, &cacert, NULL}, {"ca-key", 1, &cakeyfile, NULL},
+        {"code", 1, &code, NULL}, {"out", 1, &out, NULL},        {"style", 1, &style, NULL},
+        {NULL, 0, NULL, NULL}};
     int rc;
     struct pn_err err;
     if (cli_parse(ctx, argc, argv, opts, pos, 0, 0, &rc) < 0)
         return rc;
-    if (!cadir || !code || !out)
-        return cli_fail("ca verification-cert needs --ca DIR, --code CODE and --out FILE");
+    if (!code || !out)
+        return cli_fail("ca verification-cert needs --ca DIR (or --ca-cert FILE --ca-key FILE), "
+                        "--code CODE and --out FILE");
     if (!code_syntax_ok(code))
         return cli_fail("'%s' is not a registration code (64 lowercase hex digits from "
                         "`pinion ca code`)", code);
@@ -195,8 +196,8 @@ static int cmd_verification_cert(struct cli_ctx *ctx, int argc, char **argv)
 
     X509 *ca = NULL;
     EVP_PKEY *cakey = NULL;
-    if (pn_ca_dir_load(cadir, &ca, &cakey, &err) < 0)
-        return cli_fail_err(&err);
+    if (cli_ca_load(cadir, cacert, cakeyfile, &ca, &cakey, &calabel) < 0)
+        return 1;
     char san[128];
     snprintf(san, sizeof(san), "URI:urn:pinion:verify:%s", code);
     struct pn_cert_spec spec = {PN_CERT_VERIFICATION, cn ? code : "pinion verification",
@@ -555,7 +556,8 @@ const struct cli_cmd cli_ca_cmds[] = {
      "--days sets the validity (default 3650). Nothing is overwritten."},
     {"code", cmd_code, "ORG", "issue a one-time registration code for ORG, valid for 1 hour",
      "Prints the code on stdout. Only its SHA-256 is stored."},
-    {"verification-cert", cmd_verification_cert, "--ca DIR --code CODE --out FILE [--style both|cn|uri]",
+    {"verification-cert", cmd_verification_cert,
+     "--ca DIR|--ca-cert FILE --ca-key FILE --code CODE --out FILE [--style both|cn|uri]",
      "make the proof-of-possession certificate for `ca register`, signed by the CA in DIR",
      "The code is carried as subject CN (AWS IoT style) and/or as SAN URI\n"
      "urn:pinion:verify:CODE (NervesHub style); default both."},

@@ -5,6 +5,8 @@
 
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "err.h"
 
@@ -55,6 +57,14 @@ PGconn *cli_db_raw(struct cli_ctx *ctx);
 
 /* Prints "pinion: <message>" on stderr; returns 1 (the exit code). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The signing CA of `device cert` and `ca verification-cert`: --ca DIR
+ * (DIR/ca.pem and DIR/ca.key, as `ca create` writes them) or --ca-cert FILE
+ * with --ca-key FILE (any names, e.g. AWS's rootCA.pem and rootCA.key).
+ * Prints the error and returns -1, or 0 with *cert and *key to free and
+ * *label naming the CA for later messages (DIR or the certificate file). */
+int cli_ca_load(const char *dir, const char *cert_path, const char *key_path, X509 **cert,
+                EVP_PKEY **key, const char **label);
 int cli_fail_err(const struct pn_err *err);
 
 /* Converts a result into an array of objects keyed by column name:
@@ -96,8 +106,8 @@ json_t *cli_tags(const char *csv);
  * error.  Caller frees. */
 char *cli_tags_text(const char *csv);
 
-/* Validates a device identifier (SPEC section 2, and not reserved);
- * prints an error and returns -1 if it is not one. */
+/* Validates a device identifier (docs/protocol.md, "Identities", and
+ * not reserved); prints an error and returns -1 if it is not one. */
 int cli_check_identifier(const char *identifier);
 
 /* Validates an org, product or key name (^[A-Za-z0-9._-]{1,64}$). */
@@ -131,5 +141,7 @@ extern const struct cli_cmd cli_release_key_cmds[];
 /* Writes PREFIX.pub / PREFIX.priv (--out PREFIX) and prints the key id. */
 int cli_key_files_create(struct cli_ctx *ctx, int argc, char **argv);
 extern const struct cli_cmd cli_deployment_cmds[];
+/* pinion deployment watch (cli/watch.c). */
+int cli_deployment_watch(struct cli_ctx *ctx, int argc, char **argv);
 
 #endif

@@ -123,7 +123,11 @@ out:
 }
 
 /* start / pause.  Starting clears the failure count, so a deployment that
- * paused itself at max-failures can be resumed after the cause is fixed. */
+ * paused itself at max-failures can be resumed after the cause is fixed.
+ * The count is the number of updates with held_back set (piniond recounts
+ * it whenever it holds a device back), so those flags are cleared in the
+ * same statement: else the next device held back would bring every earlier
+ * one back into the count and pause the deployment again at once. */
 static int set_state(struct cli_ctx *ctx, int argc, char **argv, const char *to)
 {
     const char *pos[2];
@@ -136,13 +140,18 @@ static int set_state(struct cli_ctx *ctx, int argc, char **argv, const char *to)
         return 1;
     const char *v[] = {org_id, pos[1], to};
     PGresult *res = pn_db_q(ctx->db, &err,
-                            "UPDATE deployments SET state = $3, state_reason = '', updated_at = now(), "
+                            "WITH d AS (UPDATE deployments SET state = $3, state_reason = '', "
+                            "updated_at = now(), "
                             "failures = CASE WHEN $3 = 'running' THEN 0 ELSE failures END "
-                            "WHERE org_id = $1 AND name = $2",
+                            "WHERE org_id = $1 AND name = $2 RETURNING id), "
+                            "u AS (UPDATE device_updates SET held_back = false "
+                            "WHERE $3 = 'running' AND held_back "
+                            "AND deployment_id IN (SELECT id FROM d)) "
+                            "SELECT count(*) FROM d",
                             3, v);
     if (!res)
         return cli_fail_err(&err);
-    int n = atoi(PQcmdTuples(res));
+    int n = atoi(PQgetvalue(res, 0, 0));
     PQclear(res);
     if (n != 1)
         return cli_fail("no deployment named '%s'", pos[1]);
@@ -200,5 +209,12 @@ const struct cli_cmd cli_deployment_cmds[] = {
     {"show", cmd_show, "ORG NAME", "show a deployment and how many devices are in each state",
      NULL},
     {"list", cmd_list, "ORG", "list ORG's deployments", NULL},
+    {"watch", cli_deployment_watch, "ORG NAME [--interval SECONDS]",
+     "follow a rollout live until it is finished (exit 0) or interrupted",
+     "On a terminal: counts per state, devices per minute, failures, the last events and the\n"
+     "estimated time left, redrawn every --interval seconds (default 1). Otherwise one plain\n"
+     "line per change (and one per device event); with --json one JSON object per change.\n"
+     "Finished: every device the deployment targets runs its firmware and none is in flight.\n"
+     "A paused deployment is still watched. Ctrl-C stops watching (exit 130), not the rollout."},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -16,18 +16,19 @@
 
 static int cmd_cert(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const char *cadir = NULL, *ident = NULL, *out = NULL, *keytype = "ec", *csr = NULL,
-               *days_s = NULL, *pos[1];
-    struct cli_opt opts[] = {{"ca", 1, &cadir, NULL},   {"id", 1, &ident, NULL},
-                             {"out", 1, &out, NULL},    {"key", 1, &keytype, NULL},
-                             {"csr", 1, &csr, NULL},    {"days", 1, &days_s, NULL},
-                             {NULL, 0, NULL, NULL}};
+    const char *cadir = NULL, *cacert = NULL, *cakeyfile = NULL, *calabel = NULL, *ident = NULL,
+               *out = NULL, *keytype = "ec", *csr = NULL, *days_s = NULL, *pos[1];
+    struct cli_opt opts[] = {
+        {"ca", 1, &cadir, NULL}, {"ca-cert", 1, &cacert, NULL}, {"ca-key", 1, &cakeyfile, NULL},
+        {"id", 1, &ident, NULL}, {"out", 1, &out, NULL},        {"key", 1, &keytype, NULL},
+        {"csr", 1, &csr, NULL},  {"days", 1, &days_s, NULL},    {NULL, 0, NULL, NULL}};
     int rc;
     struct pn_err err;
     if (cli_parse(ctx, argc, argv, opts, pos, 0, 0, &rc) < 0)
         return rc;
-    if (!cadir || !ident || !out)
-        return cli_fail("device cert needs --ca DIR, --id IDENTIFIER and --out DIR");
+    if (!ident || !out)
+        return cli_fail("device cert needs --ca DIR (or --ca-cert FILE --ca-key FILE), "
+                        "--id IDENTIFIER and --out DIR");
     if (cli_check_identifier(ident) < 0)
         return 1;
     if (strcmp(keytype, "ec") != 0 && strcmp(keytype, "rsa") != 0)
@@ -45,12 +46,10 @@ static int cmd_cert(struct cli_ctx *ctx, int argc, char **argv)
     EVP_PKEY *cakey = NULL, *key = NULL;
     char keypath[4096], certpath[4096];
     rc = 1;
-    if (pn_ca_dir_load(cadir, &ca, &cakey, &err) < 0) {
-        cli_fail_err(&err);
+    if (cli_ca_load(cadir, cacert, cakeyfile, &ca, &cakey, &calabel) < 0)
         goto out;
-    }
     if (pn_cert_check_ca(ca, time(NULL), &err) < 0) {
-        cli_fail("%s: %s", cadir, err.msg);
+        cli_fail("%s: %s", calabel, err.msg);
         goto out;
     }
     /* With --csr the private key stays wherever it was made (a secure
@@ -342,7 +341,9 @@ out:
 }
 
 const struct cli_cmd cli_device_cmds[] = {
-    {"cert", cmd_cert, "--ca DIR --id IDENTIFIER --out DIR [--key ec|rsa] [--csr FILE] [--days N]",
+    {"cert", cmd_cert,
+     "--ca DIR|--ca-cert FILE --ca-key FILE --id IDENTIFIER --out DIR [--key ec|rsa] [--csr FILE] "
+     "[--days N]",
      "issue a device certificate from the CA in DIR",
      "Writes OUT/IDENTIFIER.pem (and OUT/IDENTIFIER.key, mode 0600, unless --csr is given).\n"
      "The certificate has CN = IDENTIFIER, CA:FALSE, extendedKeyUsage clientAuth, SKI and AKI.\n"

@@ -23,7 +23,8 @@
 #define DEFAULT_ARTIFACTS "/var/lib/pinion/artifacts"
 #define MAX_ARGS 64
 
-/* cli_parse knows long options only; SPEC spells the output of pack "-o".
+/* cli_parse knows long options only; the documented usage spells
+ * the output of pack "-o" (README, "CLI reference").
  * Rewrites "-o X" / "-oX" to "--out X" / "--out=X" in a copy of argv. */
 static char **short_out(int argc, char **argv, char **storage, size_t nstorage)
 {
@@ -182,8 +183,16 @@ static int cmd_fw_upload(struct cli_ctx *ctx, int argc, char **argv)
         dir = DEFAULT_ARTIFACTS;
     /* The row records an absolute path, whatever the caller's directory. */
     char absdir[4096];
-    if (!realpath(dir, absdir))
+    if (!realpath(dir, absdir)) {
+        /* A new host: say what to do, not only what is missing. */
+        if (errno == ENOENT)
+            return cli_fail("artifact directory %s does not exist: create it (the piniond "
+                            "package makes " DEFAULT_ARTIFACTS
+                            "; by hand: install -d -m 2775 -g pinion DIR) or choose another "
+                            "with --artifacts DIR or $PINION_ARTIFACTS",
+                            dir);
         return cli_fail("artifact directory %s: %s", dir, strerror(errno));
+    }
     dir = absdir;
     if (cli_org_product(ctx, org, product, org_id, product_id) < 0)
         return 1;

@@ -9,6 +9,7 @@
 #include <sodium.h>
 
 #include "cli.h"
+#include "version.h"
 
 static const struct cli_group groups[] = {
     {"db", cli_db_cmds, "database schema"},
@@ -57,7 +58,7 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         } else if (strcmp(argv[i], "--version") == 0) {
-            puts("pinion 0.1.0");
+            puts("pinion " PINION_VERSION_FULL);
             return 0;
         } else if (strcmp(argv[i], "--json") == 0) {
             ctx.json = 1;

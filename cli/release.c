@@ -1,7 +1,8 @@
 /* pinion release-key create: the service's manifest-signing key.
  *
- * piniond signs every update manifest (SPEC section 8) with this Ed25519
- * key; devices embed its public half and refuse manifests it did not sign.
+ * piniond signs every update manifest (docs/protocol.md, "Manifest and
+ * DSSE") with this Ed25519 key; devices embed its public half and refuse
+ * manifests it did not sign.
  * The files are in fwup's format, like firmware keys (lib/fwkey.h), and the
  * DSSE keyid of a manifest is this key's key id.  Offline: no database. */
 #include <stdio.h>

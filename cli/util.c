@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cert.h"
 #include "cli.h"
 #include "db.h"
 #include "ident.h"
@@ -488,4 +489,29 @@ int cli_list_org(struct cli_ctx *ctx, int argc, char **argv, const char *sql)
         return 1;
     const char *v[] = {org_id};
     return cli_list(ctx, sql, 1, v);
+}
+
+int cli_ca_load(const char *dir, const char *cert_path, const char *key_path, X509 **cert,
+                EVP_PKEY **key, const char **label)
+{
+    struct pn_err err;
+    *cert = NULL;
+    *key = NULL;
+    if (dir && (cert_path || key_path)) {
+        cli_fail("give either --ca DIR or --ca-cert FILE with --ca-key FILE, not both");
+        return -1;
+    }
+    if (!dir && (!cert_path || !key_path)) {
+        cli_fail("the CA: --ca DIR (DIR/ca.pem and DIR/ca.key), or --ca-cert FILE and "
+                 "--ca-key FILE");
+        return -1;
+    }
+    int rc = dir ? pn_ca_dir_load(dir, cert, key, &err)
+                 : pn_ca_files_load(cert_path, key_path, cert, key, &err);
+    if (rc < 0) {
+        cli_fail_err(&err);
+        return -1;
+    }
+    *label = dir ? dir : cert_path;
+    return 0;
 }

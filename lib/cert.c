@@ -378,7 +378,7 @@ static int add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value, struct 
 
 /* OpenSSL enforces X.520's ub-common-name (64) when it encodes a CN, but a
  * device identifier, which is the device certificate's CN, may have 128
- * characters (SPEC section 2; AWS IoT thing names too).  So the CN is
+ * characters (docs/protocol.md, "Identities"; AWS IoT thing names too).  So the CN is
  * checked here (valid UTF-8, 1 to 128 characters) and added as a
  * UTF8String as it is; OpenSSL reads such names without complaint. */
 static int add_cn(X509_NAME *name, const char *cn)
@@ -577,17 +577,23 @@ EVP_PKEY *pn_csr_load_key(const char *path, struct pn_err *err)
 
 int pn_ca_dir_load(const char *dir, X509 **cert, EVP_PKEY **key, struct pn_err *err)
 {
-    char p[4096];
+    char c[4096], k[4096];
+    snprintf(c, sizeof(c), "%s/ca.pem", dir);
+    snprintf(k, sizeof(k), "%s/ca.key", dir);
+    return pn_ca_files_load(c, k, cert, key, err);
+}
+
+int pn_ca_files_load(const char *cert_path, const char *key_path, X509 **cert, EVP_PKEY **key,
+                     struct pn_err *err)
+{
     *cert = NULL;
     *key = NULL;
-    snprintf(p, sizeof(p), "%s/ca.pem", dir);
-    if (!(*cert = pn_cert_load(p, err)))
+    if (!(*cert = pn_cert_load(cert_path, err)))
         return -1;
-    snprintf(p, sizeof(p), "%s/ca.key", dir);
-    if (!(*key = pn_key_load(p, err)))
+    if (!(*key = pn_key_load(key_path, err)))
         goto fail;
     if (X509_check_private_key(*cert, *key) != 1) {
-        pn_err_ssl(err, "%s: key does not belong to %s/ca.pem", p, dir);
+        pn_err_ssl(err, "%s: key does not belong to %s", key_path, cert_path);
         goto fail;
     }
     return 0;

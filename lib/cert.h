@@ -1,5 +1,5 @@
 /* X.509 identity and policy for Pinion: certificate ids, loading, the
- * checks of SPEC section 2 (key strength, CA flags, extended key usage,
+ * checks of docs/protocol.md, "Identities" (key strength, CA flags, extended key usage,
  * signature hash), and creation of CA, device and verification
  * certificates.  Everything here is pure OpenSSL 3; no database. */
 #ifndef PN_CERT_H
@@ -128,5 +128,10 @@ EVP_PKEY *pn_csr_load_key(const char *path, struct pn_err *err);
 /* A CA directory made by `pinion ca create`: DIR/ca.pem + DIR/ca.key.
  * Checks that the key belongs to the certificate. */
 int pn_ca_dir_load(const char *dir, X509 **cert, EVP_PKEY **key, struct pn_err *err);
+
+/* The same from two named files (AWS's recipe names them rootCA.pem and
+ * rootCA.key).  On success the caller frees both (X509_free, EVP_PKEY_free). */
+int pn_ca_files_load(const char *cert_path, const char *key_path, X509 **cert, EVP_PKEY **key,
+                     struct pn_err *err);
 
 #endif

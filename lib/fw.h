@@ -1,5 +1,6 @@
 /* fwup firmware archives (.fw): verification, metadata, packing and the
- * artifact store (SPEC section 8).
+ * artifact store (README, "CLI reference": firmware archives; the uuid:
+ * docs/protocol.md, "Identities").
  *
  * A .fw is a zip whose entries come in this order: an optional
  * meta.conf.ed25519 (64 raw bytes, the Ed25519 signature of meta.conf),

@@ -1,4 +1,4 @@
-/* fwup-compatible Ed25519 firmware keys (SPEC section 8).
+/* fwup-compatible Ed25519 firmware keys (docs/protocol.md, "Identities").
  *
  * Files are fwup's: PREFIX.pub holds base64 of the 32-byte public key (44
  * characters), PREFIX.priv base64 of libsodium's 64-byte secret key, which is

@@ -1,5 +1,6 @@
 /* Validation of every name that may end up in a topic, a file name or a
- * table: device identifiers (SPEC section 2), tags, org/product/key names.
+ * table: device identifiers, tags, org/product/key names
+ * (docs/protocol.md, "Identities").
  * Pure functions; ASCII-only rules, so invalid UTF-8 is refused too. */
 #ifndef PN_IDENT_H
 #define PN_IDENT_H

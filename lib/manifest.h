@@ -1,4 +1,5 @@
-/* Signed update manifests (SPEC section 8): DSSE envelopes and their payload.
+/* Signed update manifests (docs/protocol.md, "Manifest and DSSE"): DSSE
+ * envelopes and their payload.
  *
  * A manifest tells one device which firmware to install.  Its payload (type
  * PN_MANIFEST_TYPE) is compact JSON binding the device, the deployment, a
@@ -72,7 +73,8 @@ int pn_dsse_verify(const char *envelope, size_t len, const unsigned char pk[32],
                    size_t *body_len, struct pn_err *err);
 
 /* The payload of a manifest.  Strings are NUL-terminated; their limits are
- * those of the arrays (device and deployment: identifiers, SPEC section 2). */
+ * those of the arrays (device and deployment: identifiers, docs/protocol.md,
+ * "Identities"). */
 struct pn_manifest {
     char device[129];     /* ^[A-Za-z0-9._:-]{1,128}$ */
     char deployment[129]; /* same rule */

@@ -3,7 +3,7 @@
  * identifiers chosen by clients cannot be used to degrade lookups.
  *
  * Every key lives inside its value: the map stores only the hash and the
- * value (16 bytes a slot) and asks key_of for the key when a hash matches.
+ * value (12 bytes a slot) and asks key_of for the key when a hash matches.
  * A value's key must not change while the value is in the map. */
 #ifndef PN_MAP_H
 #define PN_MAP_H

@@ -1,6 +1,6 @@
 /* What a connected client may publish, subscribe to and receive.  Devices
  * get R/<id>/down/# to read and R/<id>/up/# to write, nothing else;
- * service identities get all of R/#.  Decided from the username the plugin
+ * service identities get all of R/# and may read $SYS/#.  Decided from the username the plugin
  * set at CONNECT plus the in-memory state, so it also works for offline
  * durable sessions, which have no certificate. */
 #include <string.h>
@@ -42,6 +42,10 @@ static bool service_allows(const struct pn_state *s, const char *root, const cha
             return false;
         topic = f + 1;
     }
+    /* The broker's $SYS tree (Mosquitto's and $SYS/broker/pinion/...) is
+     * for monitoring: services may read it, never publish into it. */
+    if (under(topic, "$SYS", 4))
+        return access == PN_ACL_SUBSCRIBE || access == PN_ACL_READ;
     size_t rl = strlen(root);
     return strncmp(topic, root, rl) == 0 && topic[rl] == '/';
 }

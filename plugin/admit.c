@@ -4,8 +4,10 @@
  * may since have been disabled, expired or deleted: NervesHub semantics),
  * so the expensive chain and policy checks run only on a certificate's
  * first connect. */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -16,12 +18,14 @@
 #include "ident.h"
 #include "policy.h"
 
-static enum pn_admit_kind refuse(struct pn_admission *out, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static enum pn_admit_kind refuse(struct pn_admission *out, enum pn_refusal code, const char *fmt,
+                                 ...) __attribute__((format(printf, 3, 4)));
 
-static enum pn_admit_kind refuse(struct pn_admission *out, const char *fmt, ...)
+static enum pn_admit_kind refuse(struct pn_admission *out, enum pn_refusal code, const char *fmt,
+                                 ...)
 {
     va_list ap;
+    out->refusal = code;
     va_start(ap, fmt);
     vsnprintf(out->reason, sizeof(out->reason), fmt, ap);
     va_end(ap);
@@ -74,7 +78,7 @@ static bool rotation_allows(const struct pn_device *d, enum pn_rotation r,
         if (p->status != PN_ACTIVE)
             continue;
         any_active = true;
-        if (memcmp(p->spki, spki, PN_SHA256) == 0)
+        if (memcmp(p->spki, spki, PN_SPKI_KEPT) == 0)
             same_key = true;
     }
     if (!any_active || r == PN_ROTATE_ANY)
@@ -90,19 +94,51 @@ static bool rotation_allows(const struct pn_device *d, enum pn_rotation r,
     return true;
 }
 
+/* SHA-256 fetched once: EVP_sha256() makes OpenSSL 3 look the
+ * implementation up in its provider store (locks, name comparisons) on
+ * every use, a third of a pinned CONNECT's decision (issue 13). */
+static EVP_MD *sha256;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_free(void)
+{
+    EVP_MD_free(sha256);
+    sha256 = NULL;
+}
+
+static void sha256_fetch(void)
+{
+    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (sha256)
+        atexit(sha256_free); /* in a plugin: run when it is unloaded */
+}
+
+/* The certificate id: SHA-256 of its DER encoding.  0 / -1. */
+static int cert_id_bin(X509 *cert, unsigned char out[PN_SHA256])
+{
+    unsigned char *der = NULL;
+    unsigned int mdlen = 0;
+    pthread_once(&sha256_once, sha256_fetch);
+    int n = i2d_X509(cert, &der);
+    int ok = n > 0 && EVP_Digest(der, (size_t)n, out, &mdlen, sha256 ? sha256 : EVP_sha256(),
+                                 NULL) &&
+             mdlen == PN_SHA256;
+    OPENSSL_free(der);
+    return ok ? 0 : -1;
+}
+
 static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_policy *pol,
                                  X509 *cert, const char *client_id, bool db_ready, time_t now,
                                  struct pn_admission *out)
 {
     struct pn_err err;
-    unsigned int mdlen = 0;
 
     snprintf(out->identifier, sizeof(out->identifier), "%s", client_id ? client_id : "-");
     snprintf(out->cert_id, sizeof(out->cert_id), "-");
     if (!cert)
-        return refuse(out, "no client certificate");
-    if (!X509_digest(cert, EVP_sha256(), out->cert_bin, &mdlen) || mdlen != PN_SHA256)
-        return refuse(out, "cannot hash the certificate");
+        return refuse(out, PN_REFUSED_NO_CERT, "no client certificate");
+    if (cert_id_bin(cert, out->cert_bin) < 0)
+        return refuse(out, PN_REFUSED_BAD_CERT, "cannot hash the certificate");
     sodium_bin2hex(out->cert_id, sizeof(out->cert_id), out->cert_bin, PN_SHA256);
 
     /* 1. Service identities. */
@@ -110,12 +146,13 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
     if (svc) {
         snprintf(out->identifier, sizeof(out->identifier), "%s", svc->name);
         if (svc->status != PN_ACTIVE)
-            return refuse(out, "service '%s' is revoked", svc->name);
+            return refuse(out, PN_REFUSED_REVOKED, "service '%s' is revoked", svc->name);
         /* Both dates: the TLS layer checks none (NO_CHECK_TIME). */
         if (pn_cert_check_dates(cert, now, &err) < 0)
-            return refuse(out, "service %s", err.msg);
+            return refuse(out, PN_REFUSED_EXPIRED, "service %s", err.msg);
         if (!client_id || !in_service_namespace(svc->name, client_id))
-            return refuse(out, "client id '%s' is not the service's name '%s' or '%s-...'",
+            return refuse(out, PN_REFUSED_CLIENT_ID,
+                          "client id '%s' is not the service's name '%s' or '%s-...'",
                           client_id ? client_id : "", svc->name, svc->name);
         return PN_ADMIT_SERVICE;
     }
@@ -127,82 +164,88 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
         if (d)
             snprintf(out->identifier, sizeof(out->identifier), "%s", d->identifier);
         if (!d || d->status == PN_GONE)
-            return refuse(out, "device was deleted");
+            return refuse(out, PN_REFUSED_DELETED, "device was deleted");
         if (d->status != PN_ACTIVE)
-            return refuse(out, "device is revoked");
+            return refuse(out, PN_REFUSED_REVOKED, "device is revoked");
         if (pin->status != PN_ACTIVE)
-            return refuse(out, "certificate is revoked");
-        if (now > pin->not_after && !pol->allow_expired_pinned)
-            return refuse(out, "pinned certificate has expired");
+            return refuse(out, PN_REFUSED_REVOKED, "certificate is revoked");
+        if (now > (time_t)pin->not_after && !pol->allow_expired_pinned)
+            return refuse(out, PN_REFUSED_EXPIRED, "pinned certificate has expired");
         if (!client_id || strcmp(client_id, d->identifier) != 0)
-            return refuse(out, "client id '%s' is not the device identifier '%s'",
+            return refuse(out, PN_REFUSED_CLIENT_ID,
+                          "client id '%s' is not the device identifier '%s'",
                           client_id ? client_id : "", d->identifier);
         if (pn_ident_reserved(d->identifier))
-            return refuse(out, "identifier '%s' is reserved", d->identifier);
+            return refuse(out, PN_REFUSED_IDENTIFIER, "identifier '%s' is reserved", d->identifier);
         const struct pn_service *owner = service_owning(s, d->identifier);
         if (owner)
-            return refuse(out, "identifier '%s' is in service '%s''s client id namespace",
-                          d->identifier, owner->name);
+            return refuse(out, PN_REFUSED_IDENTIFIER,
+                          "identifier '%s' is in service '%s''s client id namespace", d->identifier,
+                          owner->name);
         return PN_ADMIT_PINNED;
     }
 
     /* 3. First connect of this certificate. */
     if (pn_cert_check_device(cert, &err) < 0)
-        return refuse(out, "%s", err.msg);
+        return refuse(out, PN_REFUSED_BAD_CERT, "%s", err.msg);
     char ident[PN_IDENT_MAX + 2];
     if (pol->identity == PN_IDENTITY_CN) {
         if (pn_cert_cn(cert, ident, sizeof(ident), &err) < 0)
-            return refuse(out, "%s", err.msg);
+            return refuse(out, PN_REFUSED_BAD_CERT, "%s", err.msg);
     } else {
         if (!client_id || strlen(client_id) > PN_IDENT_MAX)
-            return refuse(out, "client id is not a valid device identifier");
+            return refuse(out, PN_REFUSED_IDENTIFIER, "client id is not a valid device identifier");
         memcpy(ident, client_id, strlen(client_id) + 1);
     }
     if (!pn_ident_valid(ident))
-        return refuse(out, "'%.128s' is not a valid device identifier", ident);
+        return refuse(out, PN_REFUSED_IDENTIFIER, "'%.128s' is not a valid device identifier",
+                      ident);
     memcpy(out->identifier, ident, strlen(ident) + 1);
     if (pn_ident_reserved(ident))
-        return refuse(out, "identifier '%s' is reserved", ident);
+        return refuse(out, PN_REFUSED_IDENTIFIER, "identifier '%s' is reserved", ident);
     const struct pn_service *owner = service_owning(s, ident);
     if (owner)
-        return refuse(out, "identifier '%s' is in service '%s''s client id namespace", ident,
+        return refuse(out, PN_REFUSED_IDENTIFIER,
+                      "identifier '%s' is in service '%s''s client id namespace", ident,
                       owner->name);
     if (!client_id || strcmp(client_id, ident) != 0)
-        return refuse(out, "client id '%s' is not the device identifier '%s'",
+        return refuse(out, PN_REFUSED_CLIENT_ID, "client id '%s' is not the device identifier '%s'",
                       client_id ? client_id : "", ident);
 
     struct pn_ca *ca = find_issuer(s, cert);
     if (!ca)
-        return refuse(out, "issuer is not a registered Device CA");
+        return refuse(out, PN_REFUSED_UNKNOWN_CA, "issuer is not a registered Device CA");
     if (ca->status == PN_DISABLED)
-        return refuse(out, "CA %.16s is disabled", ca->id);
+        return refuse(out, PN_REFUSED_CA_DISABLED, "CA %.16s is disabled", ca->id);
     if (ca->status != PN_ACTIVE)
-        return refuse(out, "CA %.16s is revoked", ca->id);
+        return refuse(out, PN_REFUSED_REVOKED, "CA %.16s is revoked", ca->id);
     if (now < ca->not_before || now > ca->not_after)
-        return refuse(out, "CA %.16s is outside its validity period", ca->id);
+        return refuse(out, PN_REFUSED_EXPIRED, "CA %.16s is outside its validity period", ca->id);
     if (pn_cert_check_dates(cert, now, &err) < 0)
-        return refuse(out, "%s", err.msg);
+        return refuse(out, PN_REFUSED_EXPIRED, "%s", err.msg);
     if (!db_ready)
-        return refuse(out, "database unavailable: first connects are refused until it is "
-                           "back");
+        return refuse(out, PN_REFUSED_DATABASE,
+                      "database unavailable: first connects are refused until it is "
+                      "back");
 
     if (pn_cert_spki_sha256_bin(cert, out->spki) < 0)
-        return refuse(out, "cannot hash the public key");
+        return refuse(out, PN_REFUSED_BAD_CERT, "cannot hash the public key");
     struct pn_device *d = pn_map_get(s->devices, ident, strlen(ident));
     if (d && d->status == PN_GONE)
         d = NULL;
     if (!d) {
         if (!ca->jitp_product_id)
-            return refuse(out, "unknown device, and CA %.16s has no JITP settings", ca->id);
+            return refuse(out, PN_REFUSED_UNKNOWN_DEVICE,
+                          "unknown device, and CA %.16s has no JITP settings", ca->id);
     } else {
         const char *why = NULL;
         if (d->status != PN_ACTIVE)
-            return refuse(out, "device is revoked");
+            return refuse(out, PN_REFUSED_REVOKED, "device is revoked");
         if (d->org_id != ca->org_id)
-            return refuse(out, "device belongs to another organisation than CA %.16s",
-                          ca->id);
+            return refuse(out, PN_REFUSED_ORG,
+                          "device belongs to another organisation than CA %.16s", ca->id);
         if (!rotation_allows(d, pol->rotation, out->spki, &why))
-            return refuse(out, "%s", why);
+            return refuse(out, PN_REFUSED_ROTATION, "%s", why);
     }
     out->ca = ca;
     out->dev = d;

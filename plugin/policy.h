@@ -32,8 +32,30 @@ enum pn_admit_kind {
     PN_ADMIT_NEW,     /* first connect of this certificate: pin it */
 };
 
+/* Why a CONNECT was refused, in classes an operator can count and alert on
+ * ($SYS/broker/pinion/refused/<name>, metrics.c); the sentence in
+ * pn_admission.reason says the rest. */
+enum pn_refusal {
+    PN_REFUSED_NO_CERT,    /* no client certificate */
+    PN_REFUSED_BAD_CERT,   /* not a usable device certificate */
+    PN_REFUSED_UNKNOWN_CA, /* issuer is not a registered Device CA */
+    PN_REFUSED_CA_DISABLED,
+    PN_REFUSED_REVOKED,        /* certificate, device, CA or service revoked */
+    PN_REFUSED_DELETED,        /* pinned to a deleted device */
+    PN_REFUSED_EXPIRED,        /* outside a validity period */
+    PN_REFUSED_CLIENT_ID,      /* client id is not the identity's */
+    PN_REFUSED_IDENTIFIER,     /* invalid, reserved or in a service's namespace */
+    PN_REFUSED_UNKNOWN_DEVICE, /* unknown device and no JITP */
+    PN_REFUSED_ORG,            /* device of another organisation */
+    PN_REFUSED_ROTATION,       /* the rotation policy forbids the new certificate */
+    PN_REFUSED_DATABASE,       /* first connect while the database is away */
+    PN_REFUSED_INTERNAL,       /* out of memory */
+    PN_REFUSED_COUNT
+};
+
 struct pn_admission {
     enum pn_admit_kind kind;
+    enum pn_refusal refusal; /* PN_REFUSE only */
     char cert_id[65];
     unsigned char cert_bin[PN_SHA256];
     char identifier[129];   /* device identifier, or service name */

@@ -232,7 +232,7 @@ static void unlink_pin(struct pn_pin *p)
 }
 
 struct pn_pin *pn_state_put_pin(struct pn_state *s, const unsigned char id[PN_SHA256],
-                                struct pn_device *dev, const unsigned char spki[PN_SHA256],
+                                struct pn_device *dev, const unsigned char *spki,
                                 time_t not_after, char status)
 {
     int err = 0;
@@ -254,8 +254,10 @@ struct pn_pin *pn_state_put_pin(struct pn_state *s, const unsigned char id[PN_SH
         p->next = dev->pins;
         dev->pins = p;
     }
-    memcpy(p->spki, spki, PN_SHA256);
-    p->not_after = not_after;
+    memcpy(p->spki, spki, PN_SPKI_KEPT);
+    p->not_after = not_after < 0                   ? 0
+                   : (uint64_t)not_after > UINT32_MAX ? UINT32_MAX
+                                                      : (uint32_t)not_after;
     p->status = status;
     return p;
 }

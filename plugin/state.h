@@ -38,14 +38,23 @@ struct pn_device {
     char identifier[];    /* map key */
 };
 
+/* Bytes of a key's SHA-256 kept per pin: enough to tell a device's keys
+ * apart (rotation same_key; finding a key whose hash starts like another's
+ * takes 2^128 tries), and half the memory.  The worker compares whole
+ * hashes in the database. */
+#define PN_SPKI_KEPT 16
+
+/* A million of these stay in memory: 72 bytes, so that with its malloc
+ * header it takes 80 (issue 13: at most 200 bytes per pinned device). */
 struct pn_pin {
-    unsigned char id[PN_SHA256];   /* certificate id, binary; map key */
-    unsigned char spki[PN_SHA256]; /* SHA-256 of the SubjectPublicKeyInfo */
+    unsigned char id[PN_SHA256];     /* certificate id, binary; map key */
+    unsigned char spki[PN_SPKI_KEPT]; /* SHA-256 of the SubjectPublicKeyInfo, first bytes */
     struct pn_device *dev;
-    struct pn_pin *next;           /* next pin of the same device */
-    time_t not_after;
-    char status;                   /* PN_ACTIVE / PN_REVOKED */
-    bool pending;                  /* pinned here, not yet seen back from the database */
+    struct pn_pin *next;             /* next pin of the same device */
+    uint32_t not_after;              /* Unix time, saturated to 0..UINT32_MAX (2106-02-07):
+                                        a certificate valid beyond that expires then */
+    char status;                     /* PN_ACTIVE / PN_REVOKED */
+    bool pending;                    /* pinned here, not yet seen back from the database */
 };
 
 struct pn_service {
@@ -86,8 +95,9 @@ struct pn_device *pn_state_add_pending_device(struct pn_state *s, const char *id
  * until pn_state_free) or NULL. */
 struct pn_device *pn_state_del_device(struct pn_state *s, int64_t id);
 
+/* spki: the key's SHA-256 (only its first PN_SPKI_KEPT bytes are read). */
 struct pn_pin *pn_state_put_pin(struct pn_state *s, const unsigned char id[PN_SHA256],
-                                struct pn_device *dev, const unsigned char spki[PN_SHA256],
+                                struct pn_device *dev, const unsigned char *spki,
                                 time_t not_after, char status);
 /* Removes a pin; returns the device it belonged to (or NULL). */
 struct pn_device *pn_state_del_pin(struct pn_state *s, const unsigned char id[PN_SHA256]);

@@ -53,6 +53,8 @@ struct pn_sync {
     pthread_mutex_t mu;
     struct pn_op *ops, **ops_tail;
     struct pn_pin_req *reqs, **reqs_tail;
+    int nreqs;           /* queued pin requests */
+    double reqs_since;   /* when the oldest of them was queued (monotonic s) */
     struct pn_op *trash; /* old snapshots, freed here rather than on the broker's thread */
     json_t *seen_dev, *seen_cert;
     int wake[2];
@@ -136,14 +138,29 @@ struct pn_op *pn_sync_take(struct pn_sync *s)
     return ops;
 }
 
+static double mono_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* The worker is woken by the first request only: it waits PIN_LINGER_MS
+ * for more (see persist_pins), and a write to the pipe per CONNECT would
+ * cost the broker's thread a system call each. */
 void pn_sync_pin(struct pn_sync *s, struct pn_pin_req *r)
 {
     r->next = NULL;
     pthread_mutex_lock(&s->mu);
+    bool first = s->nreqs == 0;
+    if (first)
+        s->reqs_since = mono_now();
     *s->reqs_tail = r;
     s->reqs_tail = &r->next;
+    s->nreqs++;
     pthread_mutex_unlock(&s->mu);
-    wake(s);
+    if (first)
+        wake(s);
 }
 
 void pn_sync_seen(struct pn_sync *s, const char *identifier, const char *cert_id)
@@ -392,6 +409,64 @@ fail:
     return NULL;
 }
 
+/* The statements that store pins, planned once per connection (parsing
+ * and planning them was most of the database's work per pin).  Every
+ * device row is locked FOR UPDATE before its pins are judged; see
+ * persist_batch. */
+#define PIN_SQL_CA_LOCK                                                                            \
+    "SELECT id, status FROM ca_certificates WHERE id = ANY ($1::text[]) ORDER BY id FOR SHARE"
+#define PIN_SQL_STORED                                                                             \
+    "SELECT c.id, d.identifier FROM device_certificates c JOIN devices d ON d.id = c.device_id "   \
+    "WHERE c.id = ANY ($1::text[])"
+/* A JITP device that does not exist yet: the new row is ours (locked) until
+ * COMMIT.  Nothing returned: it exists, and PIN_SQL_DEVICE locks it. */
+#define PIN_SQL_DEVICE_NEW                                                                         \
+    "WITH ins AS (INSERT INTO devices (identifier, org_id, product_id, tags) VALUES ($1, $2, "     \
+    "$3, ARRAY(SELECT jsonb_array_elements_text($4::jsonb))) ON CONFLICT (identifier) DO "         \
+    "NOTHING RETURNING id, org_id, status, product_id) "                                           \
+    "SELECT ins.id, ins.org_id, ins.status, o.name, ins.product_id FROM ins JOIN orgs o ON "       \
+    "o.id = ins.org_id"
+#define PIN_SQL_DEVICE                                                                             \
+    "SELECT d.id, d.org_id, d.status, o.name, d.product_id FROM devices d JOIN orgs o ON o.id "    \
+    "= d.org_id WHERE d.identifier = $1 FOR UPDATE OF d"
+#define PIN_SQL_ROTATION                                                                           \
+    "SELECT count(*), count(*) FILTER (WHERE spki_sha256 = $3) FROM device_certificates WHERE "    \
+    "device_id = $1 AND status = 'active' AND id <> $2"
+#define PIN_SQL_INSERT                                                                             \
+    "INSERT INTO device_certificates (id, device_id, ca_id, serial, ski, aki, spki_sha256, "       \
+    "not_before, not_after, der, last_used) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "     \
+    "now()) ON CONFLICT (id) DO NOTHING RETURNING (extract(epoch FROM pinned_at) * 1000)::bigint, " \
+    "extract(epoch FROM not_after)::bigint"
+/* Once per batch, for the devices whose pins it stored. */
+#define PIN_SQL_SEEN                                                                               \
+    "UPDATE devices SET first_seen = coalesce(first_seen, now()), last_seen = now() WHERE id = "   \
+    "ANY ($1::bigint[])"
+#define PIN_SQL_MINE "SELECT 1 FROM device_certificates WHERE id = $1 AND device_id = $2"
+#define PIN_SQL_DEVICE_UNDO "DELETE FROM devices WHERE id = $1"
+
+static const struct {
+    const char *name, *sql;
+    int n;
+} pin_sql[] = {
+    {"pin_ca_lock", PIN_SQL_CA_LOCK, 1},
+    {"pin_stored", PIN_SQL_STORED, 1},
+    {"pin_device_new", PIN_SQL_DEVICE_NEW, 4},
+    {"pin_device", PIN_SQL_DEVICE, 1},
+    {"pin_rotation", PIN_SQL_ROTATION, 3},
+    {"pin_insert", PIN_SQL_INSERT, 10},
+    {"pin_mine", PIN_SQL_MINE, 2},
+    {"pin_seen", PIN_SQL_SEEN, 1},
+    {"pin_device_undo", PIN_SQL_DEVICE_UNDO, 1},
+};
+
+static int prepare_pin_sql(PGconn *db, struct pn_err *err)
+{
+    for (size_t i = 0; i < sizeof(pin_sql) / sizeof(pin_sql[0]); i++)
+        if (pn_db_prepare(db, pin_sql[i].name, pin_sql[i].sql, pin_sql[i].n, err) < 0)
+            return -1;
+    return 0;
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 struct pn_sync *pn_sync_new(const struct pn_sync_config *cfg)
@@ -426,7 +501,8 @@ static int connect_db(struct pn_sync *s, struct pn_err *err)
     if (!s->db)
         return -1;
     if (pn_db_check_schema(s->db, err) < 0 || pn_db_cmd(s->db, err, "LISTEN pinion", 0, NULL) < 0 ||
-        (!s->registered && pn_presence_register(s->presence, s->db, err) < 0)) {
+        (!s->registered && pn_presence_register(s->presence, s->db, err) < 0) ||
+        prepare_pin_sql(s->db, err) < 0) {
         PQfinish(s->db);
         s->db = NULL;
         return -1;
@@ -467,8 +543,11 @@ static void lost(struct pn_sync *s, const char *why)
     /* why may point into the connection (PQerrorMessage): copy it before
      * PQfinish frees it, and keep the first line only. */
     char msg[256];
-    snprintf(msg, sizeof(msg), "%s", why ? why : "");
-    msg[strcspn(msg, "\n")] = '\0';
+    size_t n = why ? strcspn(why, "\n") : 0;
+    if (n >= sizeof(msg))
+        n = sizeof(msg) - 1; /* a log line, not the whole server message */
+    memcpy(msg, why ? why : "", n);
+    msg[n] = '\0';
     if (s->db)
         PQfinish(s->db);
     s->db = NULL;
@@ -585,9 +664,12 @@ static int handle_notifies(struct pn_sync *s)
     json_t *cas = json_array(), *svcs = json_array(), *devs = json_array(), *pins = json_array();
     PGnotify *n;
     int count = 0;
+    int self = PQbackendPID(s->db);
     while ((n = PQnotifies(s->db))) {
         char table[64], op[16], key[80];
-        if (sscanf(n->extra, "%63s %15s %79s", table, op, key) == 3) {
+        /* This connection's own writes (pins and their JITP devices) were
+         * queued as ops by persist_batch when they committed. */
+        if (n->be_pid != self && sscanf(n->extra, "%63s %15s %79s", table, op, key) == 3) {
             char tagged[160];
             snprintf(tagged, sizeof(tagged), "%s %s", table, key);
             if (!json_object_get(seen, tagged)) {
@@ -658,14 +740,61 @@ static void publish_registration(struct pn_sync *s, const struct pn_pin_req *r,
     push_op(s, op);
 }
 
+#define PIN_BATCH 256    /* pins per transaction at most */
+#define PIN_LINGER_MS 20 /* a pin request waits this long for others to share its COMMIT */
+
+/* What became of one pin request in a batch; acted on after COMMIT. */
+struct pin_outcome {
+    const char *why; /* refused: unpin with this reason (static or in msg) */
+    char msg[128];
+    bool stored; /* stored: ops, registration event, log line */
+    int64_t device_id, org_id, product_id;
+    char org[128];
+    long long pinned_ms;
+    time_t not_after;
+};
+
+static int by_identifier(const void *a, const void *b)
+{
+    const struct pn_pin_req *x = *(const struct pn_pin_req *const *)a;
+    const struct pn_pin_req *y = *(const struct pn_pin_req *const *)b;
+    int c = strcmp(x->identifier, y->identifier);
+    return c ? c : strcmp(x->cert_id, y->cert_id);
+}
+
+/* Keys of the batch as a PostgreSQL array literal (hex CA or certificate
+ * ids, or device ids: nothing that needs quoting), for "= ANY ($1)",
+ * which the planner turns into index lookups.  NULL when out of memory. */
+static char *batch_keys(struct pn_pin_req **v, const struct pin_outcome *out, int n, char what)
+{
+    char *text = malloc((size_t)n * 66 + 3), *p = text;
+    if (!text)
+        return NULL;
+    *p++ = '{';
+    for (int i = 0; i < n; i++) {
+        if (what == 'd' && !out[i].stored)
+            continue;
+        if (p > text + 1)
+            *p++ = ',';
+        if (what == 'd')
+            p += sprintf(p, "%lld", (long long)out[i].device_id);
+        else
+            p += sprintf(p, "%s", what == 'c' ? v[i]->ca_id : v[i]->cert_id);
+    }
+    *p++ = '}';
+    *p = '\0';
+    return text;
+}
+
 /* The rotation policy of admit.c, enforced again where pins are stored:
  * two brokers may each admit another key for one device at the same
  * moment, each right for what it knows.  The caller holds the device row
  * FOR UPDATE, so the pins of one device are stored one at a time and this
  * query (a new statement: READ COMMITTED gives it a new snapshot) sees
- * every pin committed before.  The certificate itself is left out: it may
- * be a retry, or the same certificate pinned by another broker.  *why is
- * set (static text) when the policy refuses. */
+ * every pin committed before, and those stored earlier in this batch.  The
+ * certificate itself is left out: it may be a retry, or the same
+ * certificate pinned by another broker.  *why is set (static text) when
+ * the policy refuses. */
 static int rotation_check(struct pn_sync *s, const struct pn_pin_req *r, const char *device_id,
                           const char **why, struct pn_err *err)
 {
@@ -673,11 +802,7 @@ static int rotation_check(struct pn_sync *s, const struct pn_pin_req *r, const c
     if (s->cfg.rotation == PN_ROTATE_ANY)
         return 0;
     const char *v[] = {device_id, r->cert_id, r->spki};
-    PGresult *res = pn_db_q(s->db, err,
-                            "SELECT count(*), count(*) FILTER (WHERE spki_sha256 = $3) "
-                            "FROM device_certificates "
-                            "WHERE device_id = $1 AND status = 'active' AND id <> $2",
-                            3, v);
+    PGresult *res = pn_db_q_prepared(s->db, err, "pin_rotation", 3, v);
     if (!res)
         return -1;
     long long active = col_i64(res, 0, 0), same_key = col_i64(res, 0, 1);
@@ -693,179 +818,297 @@ static int rotation_check(struct pn_sync *s, const struct pn_pin_req *r, const c
     return 0;
 }
 
-/* Persists one pin (and its JITP device) in one transaction.  Returns 0
- * when done (stored, or refused for good), -1 when the database failed and
- * the request should be retried.
- *
- * The broker admitted the certificate from memory, which may be behind the
- * database: the rules that depend on other writers are checked again here,
- * under locks, so that what is stored never breaks them (issue 10):
- *  - the CA row is read FOR SHARE.  `ca disable/revoke` lock it FOR UPDATE
- *    first, so either this transaction commits before their cascade UPDATE
- *    runs (which then revokes the new pin), or it waits for them and then
- *    reads the new status (READ COMMITTED re-reads a row it waited for);
- *  - the device row is locked FOR UPDATE before the rotation check.
- * A certificate already stored (a retry after a lost COMMIT answer, or the
- * same certificate pinned by another broker) is not judged again: its row
- * is the truth, and brokers follow it. */
-static int persist_pin(struct pn_sync *s, const struct pn_pin_req *r)
+/* Judges and stores one pin inside the batch's transaction (the CA rows
+ * are locked, ca_status is this pin's CA's status, stored_ident the
+ * identifier its certificate is already pinned to, or NULL).  Writes
+ * nothing for a refused pin.  0, or -1 when a statement failed (err). */
+static int persist_one(struct pn_sync *s, const struct pn_pin_req *r, const char *ca_status,
+                       const char *stored_ident, struct pin_outcome *o, struct pn_err *err)
 {
-    struct pn_err err;
     PGresult *res = NULL;
-    const char *why = NULL;
-    char org_id[24], product_id[24], device_id[24], ca_status[16] = "";
+    char org_id[24], product_id[24], device_id[24];
+    bool created = false;
     snprintf(org_id, sizeof(org_id), "%lld", (long long)r->org_id);
     snprintf(product_id, sizeof(product_id), "%lld", (long long)r->product_id);
 
-    /* Explicit: the locking argument above needs READ COMMITTED, whatever
-     * default_transaction_isolation says. */
-    if (pn_db_cmd(s->db, &err, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL) < 0)
-        goto dberr;
-    const char *av[] = {r->ca_id};
-    res = pn_db_q(s->db, &err, "SELECT status FROM ca_certificates WHERE id = $1 FOR SHARE", 1, av);
-    if (!res)
-        goto dberr;
-    if (PQntuples(res) == 1)
-        snprintf(ca_status, sizeof(ca_status), "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
-    /* Read after the CA lock: sees a pin another broker committed before
-     * a revocation that this transaction waited for. */
-    const char *kv[] = {r->cert_id, r->identifier};
-    res = pn_db_q(s->db, &err,
-                  "SELECT d.identifier = $2 FROM device_certificates c "
-                  "JOIN devices d ON d.id = c.device_id WHERE c.id = $1",
-                  2, kv);
-    if (!res)
-        goto dberr;
-    if (PQntuples(res) == 1) {
-        bool mine = PQgetvalue(res, 0, 0)[0] == 't';
-        PQclear(res);
-        pn_db_rollback(s->db);
-        if (!mine)
-            unpin(s, r, "certificate is pinned to another device");
+    /* A certificate already stored (a retry after a lost COMMIT answer, or
+     * the same certificate pinned by another broker) is not judged again:
+     * its row is the truth, and brokers follow it.  Read after the CA
+     * lock: sees a pin another broker committed before a revocation that
+     * this transaction waited for. */
+    if (stored_ident) {
+        if (strcmp(stored_ident, r->identifier) != 0)
+            o->why = "certificate is pinned to another device";
         return 0;
     }
-    PQclear(res);
-    res = NULL;
     if (strcmp(ca_status, "active") != 0) {
-        char msg[128];
-        snprintf(msg, sizeof(msg), "CA %.16s was %s before the pin was stored", r->ca_id,
+        snprintf(o->msg, sizeof(o->msg), "CA %.16s was %s before the pin was stored", r->ca_id,
                  ca_status[0] ? ca_status : "deleted");
-        pn_db_rollback(s->db);
-        unpin(s, r, msg);
+        o->why = o->msg;
         return 0;
     }
     if (r->jitp_tags) {
         const char *v[] = {r->identifier, org_id, product_id, r->jitp_tags};
-        if (pn_db_cmd(s->db, &err,
-                      "INSERT INTO devices (identifier, org_id, product_id, tags) VALUES ($1, $2, "
-                      "$3, ARRAY(SELECT jsonb_array_elements_text($4::jsonb))) "
-                      "ON CONFLICT (identifier) DO NOTHING",
-                      4, v) < 0)
-            goto dberr;
+        if (!(res = pn_db_q_prepared(s->db, err, "pin_device_new", 4, v)))
+            return -1;
+        created = PQntuples(res) == 1;
     }
-    const char *dv[] = {r->identifier};
-    res = pn_db_q(s->db, &err,
-                  "SELECT d.id, d.org_id, d.status, o.name FROM devices d "
-                  "JOIN orgs o ON o.id = d.org_id WHERE d.identifier = $1 FOR UPDATE OF d",
-                  1, dv);
-    if (!res)
-        goto dberr;
+    if (!created) {
+        PQclear(res);
+        const char *dv[] = {r->identifier};
+        if (!(res = pn_db_q_prepared(s->db, err, "pin_device", 1, dv)))
+            return -1;
+    }
     if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 1), org_id) != 0 ||
         PQgetvalue(res, 0, 2)[0] != 'a') {
-        why = PQntuples(res) != 1               ? "device no longer exists"
-              : PQgetvalue(res, 0, 2)[0] != 'a' ? "device is revoked"
-                                                : "device belongs to another organisation";
+        o->why = PQntuples(res) != 1               ? "device no longer exists"
+                 : PQgetvalue(res, 0, 2)[0] != 'a' ? "device is revoked"
+                                                   : "device belongs to another organisation";
         PQclear(res);
-        pn_db_rollback(s->db);
-        unpin(s, r, why);
         return 0;
     }
-    char org[128];
     snprintf(device_id, sizeof(device_id), "%s", PQgetvalue(res, 0, 0));
-    snprintf(org, sizeof(org), "%s", PQgetvalue(res, 0, 3));
+    snprintf(o->org, sizeof(o->org), "%s", PQgetvalue(res, 0, 3));
+    o->device_id = col_i64(res, 0, 0);
+    o->org_id = col_i64(res, 0, 1);
+    o->product_id = col_i64(res, 0, 4);
     PQclear(res);
-    res = NULL;
-    if (rotation_check(s, r, device_id, &why, &err) < 0)
-        goto dberr;
-    if (why) {
-        pn_db_rollback(s->db);
-        unpin(s, r, why);
+    /* A device row this transaction created has no pins but those it
+     * stores itself (nobody else can see the row before COMMIT). */
+    if (!created && rotation_check(s, r, device_id, &o->why, err) < 0)
+        return -1;
+    if (o->why)
         return 0;
-    }
 
-    const char *cv[] = {r->cert_id,   device_id,    r->ca_id,       r->serial,
-                        r->ski[0] ? r->ski : NULL,  r->aki[0] ? r->aki : NULL,
-                        r->spki,      r->not_before, r->not_after, (const char *)r->der};
-    int lens[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, r->derlen};
-    int fmts[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-    res = pn_db_exec(s->db,
-                     "INSERT INTO device_certificates (id, device_id, ca_id, serial, ski, aki, "
-                     "spki_sha256, not_before, not_after, der, last_used) VALUES ($1, $2, $3, "
-                     "$4, $5, $6, $7, $8, $9, $10, now()) ON CONFLICT (id) DO NOTHING "
-                     "RETURNING (extract(epoch FROM pinned_at) * 1000)::bigint",
-                     10, cv, lens, fmts, NULL, &err);
+    char *der = malloc((size_t)r->derlen * 2 + 3);
+    if (!der) {
+        pn_err_set(err, "out of memory");
+        return -1;
+    }
+    memcpy(der, "\\x", 2);
+    sodium_bin2hex(der + 2, (size_t)r->derlen * 2 + 1, r->der, (size_t)r->derlen);
+    const char *cv[] = {r->cert_id,
+                        device_id,
+                        r->ca_id,
+                        r->serial,
+                        r->ski[0] ? r->ski : NULL,
+                        r->aki[0] ? r->aki : NULL,
+                        r->spki,
+                        r->not_before,
+                        r->not_after,
+                        der};
+    res = pn_db_q_prepared(s->db, err, "pin_insert", 10, cv);
+    free(der);
     if (!res)
-        goto dberr;
-    long long pinned_ms = PQntuples(res) == 1 ? atoll(PQgetvalue(res, 0, 0)) : -1;
-    PQclear(res);
-    res = NULL;
-    if (pinned_ms < 0) {
-        /* Stored meanwhile by another broker (it committed while this
-         * transaction waited for the device row): fine if it is ours. */
-        const char *mv[] = {r->cert_id, device_id};
-        res = pn_db_q(s->db, &err,
-                      "SELECT 1 FROM device_certificates WHERE id = $1 AND device_id = $2", 2, mv);
-        if (!res)
-            goto dberr;
-        bool mine = PQntuples(res) == 1;
+        return -1;
+    if (PQntuples(res) == 1) {
+        o->stored = true;
+        o->pinned_ms = atoll(PQgetvalue(res, 0, 0));
+        o->not_after = (time_t)col_i64(res, 0, 1);
         PQclear(res);
-        res = NULL;
-        pn_db_rollback(s->db);
-        if (!mine)
-            unpin(s, r, "certificate is pinned to another device");
         return 0;
     }
-    const char *uv[] = {device_id};
-    if (pn_db_cmd(s->db, &err,
-                  "UPDATE devices SET first_seen = coalesce(first_seen, now()), last_seen = now() "
-                  "WHERE id = $1",
-                  1, uv) < 0 ||
-        pn_db_commit(s->db, &err) < 0)
-        goto dberr;
-    publish_registration(s, r, org, pinned_ms);
-    logf_(s, PN_LOG_NOTICE, "pinion: pinned certificate %s to device %s (CA %s)", r->cert_id,
-          r->identifier, r->ca_id);
-    return 0;
-dberr:
     PQclear(res);
-    if (s->db && PQstatus(s->db) == CONNECTION_OK) {
-        pn_db_rollback(s->db);
-        /* The server answered: retrying would fail the same way. */
-        unpin(s, r, err.msg);
-        return 0;
+    /* Stored meanwhile by another broker (it committed while this
+     * transaction waited): fine if it is ours. */
+    const char *mv[] = {r->cert_id, device_id};
+    if (!(res = pn_db_q_prepared(s->db, err, "pin_mine", 2, mv)))
+        return -1;
+    bool mine = PQntuples(res) == 1;
+    PQclear(res);
+    if (!mine) {
+        o->why = "certificate is pinned to another device";
+        /* Only possible with identity client_id (one certificate, two
+         * identifiers): the device row made for it must not stay. */
+        const char *uv[] = {device_id};
+        if (created && !(res = pn_db_q_prepared(s->db, err, "pin_device_undo", 1, uv)))
+            return -1;
+        PQclear(res);
     }
-    lost(s, err.msg);
-    return -1;
+    return 0;
 }
 
-/* Returns how many requests it handled. */
+/* Persists up to PIN_BATCH pins (and their JITP devices) in one
+ * transaction: one WAL flush for all of them instead of one each.
+ * Returns 0 when done (stored, or refused for good), -1 when the
+ * connection was lost and the requests should be retried.
+ *
+ * The broker admitted the certificates from memory, which may be behind
+ * the database: the rules that depend on other writers are checked again
+ * here, under locks, so that what is stored never breaks them (issue 10),
+ * for each pin exactly as if it were alone:
+ *  - the CA rows are read FOR SHARE (in id order).  `ca disable/revoke`
+ *    lock their row FOR UPDATE first, so either this transaction commits
+ *    before their cascade UPDATE runs (which then revokes the new pins), or
+ *    it waits for them and then reads the new status (READ COMMITTED
+ *    re-reads a row it waited for);
+ *  - each device row is locked FOR UPDATE before its rotation check.
+ * Pins are handled in identifier order, so brokers storing batches at the
+ * same time lock device rows in one order.  A statement failing on the
+ * server (say a deadlock, possible only with identity client_id and one
+ * certificate under two identifiers) rolls the batch back; its pins are
+ * then stored one per transaction, where such an error refuses that pin
+ * alone.  Pins, devices and events reach the state as ops from here: the
+ * NOTIFYs of this connection's own writes are not fetched again. */
+static int persist_batch(struct pn_sync *s, struct pn_pin_req **v, int n)
+{
+    struct pn_err err;
+    struct pin_outcome *out = calloc((size_t)n, sizeof(*out));
+    const char **status = calloc((size_t)n, sizeof(*status));
+    const char **stored = calloc((size_t)n, sizeof(*stored));
+    PGresult *cas = NULL, *known = NULL;
+    char *ca_keys = batch_keys(v, NULL, n, 'c'), *cert_keys = batch_keys(v, NULL, n, 'k');
+    int rc = 0;
+    if (!out || !status || !stored || !ca_keys || !cert_keys) {
+        pn_err_set(&err, "out of memory");
+        goto fail;
+    }
+    qsort(v, (size_t)n, sizeof(*v), by_identifier);
+
+    /* Explicit: the locking argument above needs READ COMMITTED, whatever
+     * default_transaction_isolation says. */
+    if (pn_db_cmd(s->db, &err, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL) < 0)
+        goto fail;
+    const char *cav[] = {ca_keys}, *cev[] = {cert_keys};
+    if (!(cas = pn_db_q_prepared(s->db, &err, "pin_ca_lock", 1, cav)) ||
+        !(known = pn_db_q_prepared(s->db, &err, "pin_stored", 1, cev)))
+        goto fail;
+    for (int i = 0; i < n; i++) {
+        status[i] = "";
+        for (int j = 0; j < PQntuples(cas); j++)
+            if (strcmp(PQgetvalue(cas, j, 0), v[i]->ca_id) == 0)
+                status[i] = PQgetvalue(cas, j, 1);
+        for (int j = 0; j < PQntuples(known); j++)
+            if (strcmp(PQgetvalue(known, j, 0), v[i]->cert_id) == 0)
+                stored[i] = PQgetvalue(known, j, 1);
+    }
+    bool any = false;
+    for (int i = 0; i < n; i++) {
+        if (persist_one(s, v[i], status[i], stored[i], &out[i], &err) < 0)
+            goto fail;
+        any |= out[i].stored;
+    }
+    if (any) {
+        char *ids = batch_keys(v, out, n, 'd');
+        const char *sv[] = {ids};
+        PGresult *res = NULL;
+        if (!ids)
+            pn_err_set(&err, "out of memory");
+        else
+            res = pn_db_q_prepared(s->db, &err, "pin_seen", 1, sv);
+        free(ids);
+        if (!res)
+            goto fail;
+        PQclear(res);
+    }
+    if (pn_db_commit(s->db, &err) < 0)
+        goto fail;
+
+    for (int i = 0; i < n; i++) {
+        const struct pn_pin_req *r = v[i];
+        if (out[i].why) {
+            unpin(s, r, out[i].why);
+            continue;
+        }
+        if (!out[i].stored)
+            continue;
+        struct pn_op *dop = pn_op_new(PN_OP_DEVICE_PUT), *pop = pn_op_new(PN_OP_PIN_PUT);
+        if (dop && pop && (dop->text = strdup(r->identifier)) && hex32(r->cert_id, pop->bin) == 0 &&
+            hex32(r->spki, pop->spki) == 0) {
+            dop->id = pop->id = out[i].device_id;
+            dop->org_id = out[i].org_id;
+            dop->product_id = out[i].product_id;
+            dop->status = pop->status = PN_ACTIVE;
+            pop->not_after = out[i].not_after;
+            push_op(s, dop);
+            push_op(s, pop);
+        } else {
+            pn_op_free(dop);
+            pn_op_free(pop);
+        }
+        publish_registration(s, r, out[i].org, out[i].pinned_ms);
+        logf_(s, PN_LOG_NOTICE, "pinion: pinned certificate %s to device %s (CA %s)", r->cert_id,
+              r->identifier, r->ca_id);
+    }
+    goto done;
+fail:
+    if (s->db && PQstatus(s->db) == CONNECTION_OK) {
+        pn_db_rollback(s->db);
+        if (n > 1) {
+            /* One of them made the server refuse: one transaction each. */
+            for (int i = 0; i < n && rc == 0; i++)
+                rc = persist_batch(s, &v[i], 1);
+            if (rc < 0) /* the rest is retried; those done are done again, idempotently */
+                goto done;
+        } else {
+            /* The server answered: retrying would fail the same way. */
+            unpin(s, v[0], err.msg);
+        }
+    } else {
+        lost(s, err.msg);
+        rc = -1;
+    }
+done:
+    PQclear(cas);
+    PQclear(known);
+    free(ca_keys);
+    free(cert_keys);
+    free(out);
+    free(status);
+    free(stored);
+    return rc;
+}
+
+/* Milliseconds until the queued pin requests are due (PIN_LINGER_MS after
+ * the oldest, or at once when a batch is full); 1000 when none is queued. */
+static int pins_due_ms(struct pn_sync *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->nreqs;
+    double since = s->reqs_since;
+    pthread_mutex_unlock(&s->mu);
+    if (n == 0)
+        return 1000;
+    if (n >= PIN_BATCH)
+        return 0;
+    double left = since + PIN_LINGER_MS / 1000.0 - mono_now();
+    return left > 0 ? (int)(left * 1000) + 1 : 0;
+}
+
+/* Takes every queued pin request, once they are due, and stores them,
+ * PIN_BATCH per transaction.  Waiting a few milliseconds for more makes a
+ * first-connect storm cost one transaction (one WAL flush) per batch
+ * instead of one per pin; each pin is still durable well within a second.
+ * Returns how many requests it handled. */
 static int persist_pins(struct pn_sync *s)
 {
     int n = 0;
+    if (pins_due_ms(s) > 0)
+        return 0;
     pthread_mutex_lock(&s->mu);
     struct pn_pin_req *list = s->reqs;
     s->reqs = NULL;
     s->reqs_tail = &s->reqs;
+    s->nreqs = 0;
     pthread_mutex_unlock(&s->mu);
+    struct pn_pin_req *batch[PIN_BATCH];
     while (list) {
-        struct pn_pin_req *r = list;
-        if (!s->db || persist_pin(s, r) < 0) {
-            /* Database gone: put the rest back, in order, for later. */
+        int k = 0;
+        struct pn_pin_req *rest = list;
+        while (rest && k < PIN_BATCH) {
+            batch[k++] = rest;
+            rest = rest->next;
+        }
+        if (!s->db || persist_batch(s, batch, k) < 0) {
+            /* Database gone: put them all back, in order, for later. */
             pthread_mutex_lock(&s->mu);
             struct pn_pin_req **tail = &list;
-            while (*tail)
+            if (s->nreqs == 0)
+                s->reqs_since = mono_now();
+            while (*tail) {
                 tail = &(*tail)->next;
+                s->nreqs++;
+            }
             *tail = s->reqs;
             if (!s->reqs)
                 s->reqs_tail = tail;
@@ -873,9 +1116,10 @@ static int persist_pins(struct pn_sync *s)
             pthread_mutex_unlock(&s->mu);
             return n;
         }
-        list = r->next;
-        pn_pin_req_free(r);
-        n++;
+        for (int i = 0; i < k; i++)
+            pn_pin_req_free(batch[i]);
+        list = rest;
+        n += k;
     }
     return n;
 }
@@ -982,7 +1226,9 @@ static void *worker(void *arg)
         int pinned = persist_pins(s);
         if (!s->db)
             continue;
-        timeout = notified > 0 || pinned > 0 ? 0 : 100;
+        /* Presence marks are flushed at least every 100 ms; pins when due. */
+        int due = pins_due_ms(s);
+        timeout = notified > 0 || pinned > 0 ? 0 : due < 100 ? due : 100;
         flush_seen(s);
         if (pn_presence_flush(s->presence, s->db, &err) < 0) {
             lost(s, err.msg);

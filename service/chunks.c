@@ -102,7 +102,7 @@ void pd_handle_get(struct pd *pd, struct pd_broker *b, struct pd_dev *dev, const
         r = query(pd, PD_CHUNK_STMT, 2, v, &err);
     }
     if (maybe < 0 || (maybe > 0 && !r)) {
-        pd_log("chunk request from %s: %s", identifier, err.msg);
+        pd_log(PD_ERR "chunk request from %s: %s", identifier, err.msg);
         return;
     }
     if (!maybe || PQntuples(r) != 1) {
@@ -144,13 +144,14 @@ void pd_handle_get(struct pd *pd, struct pd_broker *b, struct pd_dev *dev, const
         if (fd >= 0)
             close(fd);
         if (got != (ssize_t)n) {
-            pd_log("cannot read %s for %s: stored artifact unreadable", path, identifier);
+            pd_log(PD_ERR "cannot read %s for %s: stored artifact unreadable", path, identifier);
             free(buf);
             return;
         }
     }
     char topic[512];
     snprintf(topic, sizeof(topic), "%s/%s/down/chunk", pd->cfg.topic_root, identifier);
-    pd_publish(b, topic, buf, (int)(HEADER + n), false);
+    if (pd_publish(b, topic, buf, (int)(HEADER + n), false) == 0)
+        pd_metrics_add(pd->metrics, PD_M_CHUNK_BYTES, (unsigned long)n);
     free(buf);
 }

@@ -67,6 +67,7 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
         CFG_INT("device_status_burst", 30, CFGF_NONE),
         CFG_INT("limit_log_period", 10, CFGF_NONE),
         CFG_INT("inflight_cache_ms", 2000, CFGF_NONE),
+        CFG_STR("metrics_listen", NULL, CFGF_NONE),
         CFG_END()};
     memset(cfg, 0, sizeof(*cfg));
     cfg_t *c = cfg_init(opts, CFGF_NONE);
@@ -103,6 +104,7 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
     cfg->release_key = dup_opt(c, "release_key");
     cfg->artifacts = dup_opt(c, "artifacts");
     cfg->cdn_url = dup_opt(c, "cdn_url");
+    cfg->metrics_listen = dup_opt(c, "metrics_listen");
     cfg->mqtt_port = (int)cfg_getint(c, "mqtt_port");
     cfg->verify_ttl = (int)cfg_getint(c, "verify_ttl");
     cfg->manifest_ttl = (int)cfg_getint(c, "manifest_ttl");
@@ -153,6 +155,7 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
 void pd_config_free(struct pd_config *cfg)
 {
     free(cfg->database);
+    free(cfg->metrics_listen);
     free(cfg->mqtt_host);
     free(cfg->ca_file);
     free(cfg->cert_file);

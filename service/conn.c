@@ -7,11 +7,13 @@
  * on the session of the broker its device is on, so the work of a release
  * does not grow with the number of brokers. */
 #include <poll.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -26,16 +28,41 @@
 #define REPORT_MS 30000  /* "cannot reach" reports about one broker */
 #define REPORT_AFTER_MS 3000
 
+/* Whether stderr is the journal (systemd sets JOURNAL_STREAM to its
+ * "device:inode" for services whose stderr goes there). */
+static bool stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    return js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+           (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 void pd_log(const char *fmt, ...)
 {
-    char when[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    /* A PD_ERR/PD_WARNING/PD_NOTICE prefix ("<N>", sd-daemon(3)) gives the
+     * level; none is info.  The journal reads the prefix and timestamps
+     * lines itself; elsewhere the level is a word after a UTC timestamp. */
+    int level = 6;
+    if (fmt[0] == '<' && fmt[1] >= '0' && fmt[1] <= '7' && fmt[2] == '>') {
+        level = fmt[1] - '0';
+        fmt += 3;
+    }
+    static const char *const words[] = {
+        "emergency: ", "alert: ", "critical: ", "error: ", "warning: ", "", "", "debug: "};
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s piniond: ", when);
+    if (stderr_is_journal()) {
+        fprintf(stderr, "<%d>", level);
+    } else {
+        char when[32];
+        time_t t = time(NULL);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        fprintf(stderr, "%s piniond: %s", when, words[level]);
+    }
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
@@ -56,7 +83,8 @@ int pd_ensure_db(struct pd *pd)
     if (pd->db) {
         PQfinish(pd->db);
         pd->db = NULL;
-        pd_log("database connection lost; reconnecting");
+        pd_log(PD_WARNING "database connection lost; reconnecting");
+        pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
     }
     pd->db = pn_db_connect_app(pd->cfg.database, "piniond", 5, &err);
     if (!pd->db || pn_db_check_schema(pd->db, &err) < 0 ||
@@ -64,7 +92,8 @@ int pd_ensure_db(struct pd *pd)
         if (pd->db)
             PQfinish(pd->db);
         pd->db = NULL;
-        pd_log("%s", err.msg);
+        pd_log(PD_ERR "%s", err.msg);
+        pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
         return -1;
     }
     return 0;
@@ -75,7 +104,7 @@ int pd_publish(struct pd_broker *b, const char *topic, const void *payload, int 
     int rc = b && b->mq ? mosquitto_publish(b->mq, NULL, topic, len, payload, 1, retain)
                         : MOSQ_ERR_NO_CONN;
     if (rc != MOSQ_ERR_SUCCESS) {
-        pd_log("cannot publish to %s on broker %s: %s", topic, b ? b->id : "-",
+        pd_log(PD_ERR "cannot publish to %s on broker %s: %s", topic, b ? b->id : "-",
                mosquitto_strerror(rc));
         return -1;
     }
@@ -90,7 +119,7 @@ static void on_connect(struct mosquitto *m, void *arg, int rc)
     struct pd *pd = b->pd;
     if (rc != 0) {
         snprintf(b->why, sizeof(b->why), "refused: %s", mosquitto_reason_string(rc));
-        pd_log("broker %s (%s) refused the connection: %s", b->id, b->address,
+        pd_log(PD_ERR "broker %s (%s) refused the connection: %s", b->id, b->address,
                mosquitto_reason_string(rc));
         return;
     }
@@ -110,6 +139,7 @@ static void on_connect(struct mosquitto *m, void *arg, int rc)
     b->connected = true;
     b->down_since_ms = 0;
     b->reported_ms = 0;
+    pd_metrics_broker(pd->metrics, b->id, true);
     pd_log("connected to broker %s at %s as %s-%s", b->id, b->address, pd->cfg.client_id, b->id);
 }
 
@@ -118,11 +148,12 @@ static void on_disconnect(struct mosquitto *m, void *arg, int rc)
     struct pd_broker *b = arg;
     (void)m;
     if (b->connected) {
-        pd_log("lost broker %s at %s (%s); reconnecting", b->id, b->address,
+        pd_log(PD_WARNING "lost broker %s at %s (%s); reconnecting", b->id, b->address,
                mosquitto_strerror(rc));
         snprintf(b->why, sizeof(b->why), "%s", mosquitto_strerror(rc));
     }
     b->connected = false;
+    pd_metrics_broker(b->pd->metrics, b->id, false);
     if (!b->down_since_ms)
         b->down_since_ms = pd_now_ms();
 }

@@ -4,9 +4,11 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include "fwkey.h"
 #include "ident.h"
 #include "piniond.h"
+#include "version.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -109,14 +112,16 @@ static void on_message(struct pd *pd, struct pd_broker *b, const struct mosquitt
 
 static void usage(FILE *to)
 {
-    fprintf(to, "usage: piniond -c|--config CONFIG\n\n"
+    fprintf(to, "usage: piniond -c|--config CONFIG\n       piniond --version\n\n"
                 "Releases firmware to devices: see README section \"piniond\".\n");
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {0}};
+    static const struct option lo[] = {{"config", required_argument, NULL, 'c'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"version", no_argument, NULL, 'V'},
+                                       {0}};
     const char *conf = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "c:h", lo, NULL)) != -1) {
@@ -124,6 +129,9 @@ int main(int argc, char **argv)
             conf = optarg;
         } else if (c == 'h') {
             usage(stdout);
+            return 0;
+        } else if (c == 'V') {
+            puts("piniond " PINION_VERSION_FULL);
             return 0;
         } else {
             usage(stderr);
@@ -149,6 +157,11 @@ int main(int argc, char **argv)
         return 1;
     }
     pn_fwkey_id(pd.release_sk + 32, pd.release_key_id);
+    if (pd.cfg.metrics_listen &&
+        !(pd.metrics = pd_metrics_start(pd.cfg.metrics_listen, pd.cfg.database, &err))) {
+        fprintf(stderr, "piniond: %s: %s\n", conf, err.msg);
+        return 1;
+    }
     if (pd_limits_init(&pd) < 0) {
         fprintf(stderr, "piniond: out of memory\n");
         return 1;
@@ -199,7 +212,8 @@ int main(int argc, char **argv)
         run_retries(&pd);
         pd_end_stale(&pd);
         pd_follow_moves(&pd);
-        pd_rollout_tick(&pd);
+        int released = pd_rollout_tick(&pd);
+        pd_metrics_add(pd.metrics, PD_M_RELEASES, released > 0 ? (unsigned long)released : 0);
         pd_renew(&pd, 0);
     }
     pd_log("stopping");
@@ -210,6 +224,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < pd.nretry; i++)
         free(pd.retry[i].payload);
     pd_limits_free(&pd);
+    pd_metrics_stop(pd.metrics);
     sodium_memzero(pd.release_sk, sizeof(pd.release_sk));
     pd_config_free(&pd.cfg);
     return 0;

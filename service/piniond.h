@@ -17,10 +17,12 @@
 
 #include "err.h"
 #include "ident.h"
+#include "metrics.h"
 
 struct pd_config {
     char *database, *mqtt_host, *ca_file, *cert_file, *key_file, *client_id, *topic_root,
         *release_key, *artifacts, *cdn_url;
+    char *metrics_listen; /* HOST:PORT of the Prometheus listener; NULL: none */
     int mqtt_port, verify_ttl, manifest_ttl, chunk_max, penalty, max_attempts, tick_ms;
     int inflight_timeout; /* s without a status report before an update expires */
     /* Per-device limits (limits.c): token buckets, requests per second and
@@ -133,6 +135,7 @@ struct pd {
     int nretry;
     struct pn_map *devs; /* identifier -> struct pd_dev */
     long last_sweep;
+    struct pd_metrics *metrics; /* metrics.c; NULL when metrics_listen is unset */
 };
 
 /* config.c */
@@ -141,8 +144,14 @@ void pd_config_free(struct pd_config *cfg);
 
 /* conn.c: the bottom layer, which calls nothing above it: logging, the
  * database connection and the broker sessions. */
-/* One log line: "piniond: ..." with a UTC timestamp, on stderr. */
+/* One log line on stderr: "<UTC time> piniond: ...", or, when stderr is
+ * the systemd journal, "<N>..." with the syslog level N (sd-daemon(3)).
+ * The format may begin with a level (default info), e.g.
+ * pd_log(PD_ERR "cannot ..."). */
 void pd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define PD_ERR "<3>"
+#define PD_WARNING "<4>"
+#define PD_NOTICE "<5>"
 /* Milliseconds of CLOCK_MONOTONIC. */
 long pd_now_ms(void);
 /* (Re)connects to the database if the connection is gone, and runs

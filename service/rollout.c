@@ -149,7 +149,10 @@ static int release_check(struct pd *pd, const struct fwrow *f, struct pn_err *er
     memcpy(key.pk, f->pk, 32);
     copy(key.id, sizeof(key.id), f->key_id);
     struct pn_fw_info info;
-    if (pn_fw_verify_path(f->artifact, &key, 1, &info, err) < 0) {
+    long long t0 = pd_metrics_clock_us();
+    int verified = pn_fw_verify_path(f->artifact, &key, 1, &info, err);
+    pd_metrics_check_done(pd->metrics, t0, verified == 0);
+    if (verified < 0) {
         pn_fw_info_free(&info);
         return pn_err_prefix(err, "firmware %s: stored artifact fails verification", f->uuid);
     }
@@ -162,8 +165,10 @@ static int release_check(struct pd *pd, const struct fwrow *f, struct pn_err *er
         rc = pn_err_set(err, "firmware %s: stored artifact's meta.conf differs from the uploaded "
                              "one", f->uuid);
     pn_fw_info_free(&info);
-    if (rc < 0)
+    if (rc < 0) {
+        pd_metrics_add(pd->metrics, PD_M_CHECKS_FAILED, 1);
         return -1;
+    }
     slot = oldest;
     slot->firmware_id = f->id;
     copy(slot->fw_version, sizeof(slot->fw_version), f->fw_version);
@@ -191,7 +196,7 @@ static void pause_deployment(struct pd *pd, const char *dep_id, const char *name
     pn_db_audit(pd->db, "deployment.paused", name, dt, NULL);
     free(dt);
     json_decref(d);
-    pd_log("deployment %s paused: %s", name, reason);
+    pd_log(PD_WARNING "deployment %s paused: %s", name, reason);
 }
 
 /* Ends in-flight updates matching `where` (SQL over u = device_updates and
@@ -289,7 +294,7 @@ static int publish_manifest(struct pd *pd, const struct fwrow *f, const char *de
     }
     char *env = pn_manifest_sign(&m, pd->release_sk, &err);
     if (!env) {
-        pd_log("cannot sign the manifest for %s: %s", is->identifier, err.msg);
+        pd_log(PD_ERR "cannot sign the manifest for %s: %s", is->identifier, err.msg);
         return -1;
     }
     char topic[512];
@@ -506,7 +511,8 @@ out:
     return n;
 dberr:
     pn_db_rollback(pd->db);
-    pd_log("deployment %s: %s", name[0] ? name : dep_id, err.msg);
+    pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
+    pd_log(PD_ERR "deployment %s: %s", name[0] ? name : dep_id, err.msg);
     fwrow_free(&f);
     free(ids);
     free(issues);
@@ -519,7 +525,8 @@ int pd_rollout_tick(struct pd *pd)
     PGresult *r = pn_db_q(pd->db, &err,
                           "SELECT id FROM deployments WHERE state = 'running' ORDER BY id", 0, NULL);
     if (!r) {
-        pd_log("%s", err.msg);
+        pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
+        pd_log(PD_ERR "%s", err.msg);
         return -1;
     }
     int total = 0;
@@ -602,7 +609,7 @@ static int reissue(struct pd *pd, const char *sql, int nv, const char *const *v,
 fail:
     if (result < 0) {
         pn_db_rollback(pd->db);
-        pd_log("%s: %s", what, err.msg);
+        pd_log(PD_ERR "%s: %s", what, err.msg);
     }
     for (int k = 0; k < nfw; k++)
         fwrow_free(&fws[k]);
@@ -614,7 +621,8 @@ fail:
     return result;
 dberr:
     pn_db_rollback(pd->db);
-    pd_log("%s: %s", what, err.msg);
+    pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
+    pd_log(PD_ERR "%s: %s", what, err.msg);
     return -1;
 }
 
@@ -692,7 +700,8 @@ int pd_end_stale(struct pd *pd)
     return a + b;
 fail:
     pn_db_rollback(pd->db);
-    pd_log("ending stale updates: %s", err.msg);
+    pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
+    pd_log(PD_ERR "ending stale updates: %s", err.msg);
     json_decref(ended);
     return -1;
 }

@@ -26,6 +26,7 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
 
     bool clear = false;
     char clear_on[65] = ""; /* the broker holding the retained manifest */
+    unsigned long completed = 0, failed = 0, held_back = 0; /* for metrics, once committed */
     if (pn_db_begin(pd->db, &err) < 0)
         goto dberr;
     /* A report's firmware object replaces all four fields together (an
@@ -81,6 +82,7 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
                           2, v) < 0)
                 goto dberr_r;
             clear = true;
+            completed++;
             pd_log("%s completed deployment %s (firmware %s)", identifier, name, uuid);
         } else if (state && strcmp(state, "failed") == 0) {
             attempts++;
@@ -88,6 +90,8 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
             snprintf(att, sizeof(att), "%d", attempts);
             snprintf(pen, sizeof(pen), "%d", pd->cfg.penalty);
             bool held = attempts >= pd->cfg.max_attempts;
+            failed++;
+            held_back += held;
             const char *v[] = {device_id, dep, att, why, pen};
             /* Held back: penalty.  Otherwise expires_at = now() makes the
              * next renewal re-issue the manifest with a fresh sequence. */
@@ -130,7 +134,7 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
                               2, pv) < 0)
                     goto dberr_r;
                 pn_db_audit(pd->db, "deployment.paused", name, NULL, NULL);
-                pd_log("deployment %s %s", name, reason_text);
+                pd_log(PD_WARNING "deployment %s %s", name, reason_text);
             }
         } else if (state && strcmp(state, "idle") != 0 && strcmp(state, "complete") != 0) {
             const char *v[] = {device_id, dep, state, why};
@@ -144,6 +148,9 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
     PQclear(r);
     if (pn_db_commit(pd->db, &err) < 0)
         goto dberr;
+    pd_metrics_add(pd->metrics, PD_M_COMPLETIONS, completed);
+    pd_metrics_add(pd->metrics, PD_M_FAILURES, failed);
+    pd_metrics_add(pd->metrics, PD_M_PENALTIES, held_back);
     if (clear)
         pd_clear_manifest(pd, identifier, clear_on[0] ? clear_on : NULL);
     pd_status_free(&st);
@@ -152,7 +159,8 @@ dberr_r:
     PQclear(r);
 dberr:
     pn_db_rollback(pd->db);
-    pd_log("status from %s not recorded: %s", identifier, err.msg);
+    pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
+    pd_log(PD_ERR "status from %s not recorded: %s", identifier, err.msg);
     pd_status_free(&st);
     return 0;
 }

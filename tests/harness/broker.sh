@@ -7,6 +7,7 @@
 #   start_broker b1                      # plugin defaults
 #   start_broker b2 identity=client_id   # extra plugin_opt_KEY=VALUE
 #   probe b1 "$T/devs/dev-1" dev-1 --sub 'fleet/dev-1/down/#' --stay 1
+#   prepare_broker b3; ...; launch_broker b3   # edit the config before launching
 #   stop_broker b1
 #
 # Each broker gets $T/broker-NAME/ with its config, log (BROKER_LOG[NAME]),
@@ -17,6 +18,14 @@
 # stopped at exit.  When the built plugin is readable by the `mosquitto`
 # user the broker drops to it, as in production; otherwise `user root`.
 #
+# The broker is $PINION_MOSQUITTO (default Debian's /usr/sbin/mosquitto;
+# `scripts/test --mosquitto VERSION` sets it to a build of that release).
+# BROKER_VERSION is its version; each launch prints it as a diag line.  The
+# plugin is configured as the README says for that version
+# (BROKER_PLUGIN_STYLE): 2.0 `per_listener_settings false` + `plugin`
+# ("listener"), 2.1 and later `global_plugin` ("global").  A test may set
+# BROKER_PLUGIN_STYLE before prepare_broker/start_broker to try the other.
+#
 # probe NAME CERTPREFIX CLIENTID [pn-probe options]: runs tests/tools/pn-probe
 # against broker NAME with CERTPREFIX.pem / CERTPREFIX.key; its output lines
 # (connack, suback, puback, msg, disconnected, done) land in $OUT, its exit
@@ -24,6 +33,14 @@
 
 declare -A BROKER_PORT BROKER_LOG BROKER_PID BROKER_DIR BROKER_TRUST BROKER_CONF
 BROKER_CA=""
+PINION_MOSQUITTO=${PINION_MOSQUITTO:-/usr/sbin/mosquitto}
+[ -x "$PINION_MOSQUITTO" ] || bail_out "no broker at $PINION_MOSQUITTO (PINION_MOSQUITTO)"
+BROKER_VERSION=$("$PINION_MOSQUITTO" -h 2>&1 | sed -n 's/^mosquitto version \([0-9][0-9.]*\).*/\1/p' | head -1)
+[ -n "$BROKER_VERSION" ] || bail_out "$PINION_MOSQUITTO does not say its version"
+case $BROKER_VERSION in
+1.* | 2.0.*) : "${BROKER_PLUGIN_STYLE:=listener}" ;;
+*) : "${BROKER_PLUGIN_STYLE:=global}" ;;
+esac
 
 broker_server_cert() {
     [ -n "$BROKER_CA" ] && return 0
@@ -50,7 +67,9 @@ broker_config() {
     shift
     local dir=${BROKER_DIR[$name]}
     {
-        echo "per_listener_settings false"
+        # 2.1 deprecates per_listener_settings (gone in 3.0); global_plugin
+        # gives the plugin every listener without it.
+        [ "$BROKER_PLUGIN_STYLE" = global ] || echo "per_listener_settings false"
         echo "allow_anonymous false"
         echo "set_tcp_nodelay true"
         _broker_user_line
@@ -62,7 +81,11 @@ broker_config() {
         echo "log_type notice"
         echo "log_type information"
         echo "log_timestamp_format %H:%M:%S"
-        echo "plugin $PINION_PLUGIN"
+        if [ "$BROKER_PLUGIN_STYLE" = global ]; then
+            echo "global_plugin $PINION_PLUGIN"
+        else
+            echo "plugin $PINION_PLUGIN"
+        fi
         echo "plugin_opt_database $PINION_DB"
         echo "plugin_opt_trust_dir ${BROKER_TRUST[$name]}"
         # The registry entry piniond dials (README "Scaling out").
@@ -102,7 +125,26 @@ prepare_broker() {
 # log in $OUT) when Mosquitto exits instead, e.g. the plugin refused to load.
 start_broker() {
     prepare_broker "$@"
-    _broker_launch "$1"
+    launch_broker "$1"
+}
+
+# Launches broker NAME as prepare_broker (and the test) configured it.
+# free_port only says a port was free a moment ago: when a concurrent test
+# (ctest -j) took it before Mosquitto bound it, another one is tried.
+launch_broker() {
+    local name=$1 try old
+    for try in 1 2 3; do
+        _broker_launch "$name" && return 0
+        grep -q "Address already in use" "${BROKER_LOG[$name]}" 2>/dev/null || return 1
+        old=${BROKER_PORT[$name]}
+        BROKER_PORT[$name]=$(free_port)
+        sed -i -e "s/^listener $old /listener ${BROKER_PORT[$name]} /" \
+            -e "s/^plugin_opt_service_address 127.0.0.1:$old\$/plugin_opt_service_address 127.0.0.1:${BROKER_PORT[$name]}/" \
+            "${BROKER_CONF[$name]}"
+        : >"${BROKER_LOG[$name]}"
+        diag "broker $name: port $old was taken meanwhile (try $try); now ${BROKER_PORT[$name]}"
+    done
+    return 1
 }
 
 # How many times broker NAME's log says it started.
@@ -118,7 +160,7 @@ _broker_launch() {
     started=$(_broker_starts "$name")
     # The plugin is never built with sanitizers (even in a PINION_SANITIZE
     # build), so Mosquitto runs as it is; test_plugin_valgrind checks it.
-    ${BROKER_WRAPPER:-} mosquitto -c "${BROKER_CONF[$name]}" >>"${BROKER_DIR[$name]}/stdout.log" 2>&1 &
+    ${BROKER_WRAPPER:-} "$PINION_MOSQUITTO" -c "${BROKER_CONF[$name]}" >>"${BROKER_DIR[$name]}/stdout.log" 2>&1 &
     BROKER_PID[$name]=$!
     on_exit "stop_broker $name"
     local i
@@ -129,6 +171,8 @@ _broker_launch() {
             return 1
         fi
         if [ "$(_broker_starts "$name")" -gt "$started" ]; then
+            diag "broker $name: $(grep -o "mosquitto version .* running" "${BROKER_LOG[$name]}" |
+                tail -1) ($PINION_MOSQUITTO, plugin config: $BROKER_PLUGIN_STYLE)"
             return 0
         fi
         sleep 0.1

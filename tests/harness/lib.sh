@@ -48,7 +48,7 @@
 #                                       string, eval'd; several: a command)
 #   wait_until SECONDS CMD...           poll CMD every 0.1 s until it exits 0;
 #                                       returns 1 on timeout (no result printed)
-#   free_port                           a free TCP port on loopback, 56000-56999
+#   free_port                           a free TCP port on loopback, 26000-26999
 
 if [ -n "${_PN_LIB_LOADED:-}" ]; then
     return 0
@@ -320,7 +320,7 @@ wait_until() {
 }
 
 . "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
-free_port() { free_port_in 56000; }
+free_port() { free_port_in 26000; }
 
 # ---------------------------------------------------------------- exit
 

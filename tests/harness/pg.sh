@@ -141,9 +141,9 @@ do_stop() {
     return 0
 }
 
-# Prints a port in 55000-55999 on which nothing listens on loopback (the
+# Prints a port in 25000-25999 on which nothing listens on loopback (the
 # socket dir is fresh and empty anyway).
-pick_port() { free_port_in 55000; }
+pick_port() { free_port_in 25000; }
 
 do_start() {
     mkdir -p "$STATE_DIR" || die "cannot create state dir $STATE_DIR"
@@ -210,7 +210,7 @@ do_start() {
         --no-locale -E UTF8 --no-sync >"$tmp/initdb.log" 2>&1 ||
         { cat "$tmp/initdb.log" >&2; fail_start "initdb failed"; }
 
-    port=$(pick_port) || fail_start "no free port in 55000-55999"
+    port=$(pick_port) || fail_start "no free port in 25000-25999"
     write_env
 
     say "starting PostgreSQL on port $port, socket dir $sock"

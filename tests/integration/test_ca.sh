@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Device CA registration with proof of possession (SPEC sections 2 and 7):
+# Device CA registration with proof of possession (docs/protocol.md,
+# "Identities"; README, "CLI reference"):
 # pinion ca create | code | verification-cert | register | list | show |
 # disable | enable | revoke [--cascade].  Everything a user does goes
 # through the CLI; openssl only builds the hostile inputs the CLI refuses to

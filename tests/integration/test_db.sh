@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # pinion db migrate, org create, product create, connection errors and the
-# CLI's usage/exit-status conventions (SPEC sections 7 and 11).
+# CLI's usage/exit-status conventions (README, "CLI reference";
+# docs/data-model.md).
 . "$PINION_SOURCE/tests/harness/lib.sh"
 
 # ---- db migrate (lib.sh already ran it once on this fresh database)

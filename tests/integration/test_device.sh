@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Device certificates (pinion device cert, SPEC section 2), device records
+# Device certificates (pinion device cert; docs/protocol.md,
+# "Identities"), device records
 # (device create | list | show | tag | revoke) and service identities
 # (service add).  Certificates are checked with openssl, as a device, a
 # broker or AWS IoT would read them.
@@ -132,7 +133,7 @@ printf 'not a csr\n' >garbage.csr
 expect_fail "a garbage CSR is refused" 'garbage\.csr' -- \
     "$PINION" device cert --ca ca --id dev-garbage --out csrcerts --csr garbage.csr
 
-# ---- identifiers (SPEC section 2: ^[A-Za-z0-9._:-]{1,128}$)
+# ---- identifiers (docs/protocol.md, "Identities": ^[A-Za-z0-9._:-]{1,128}$)
 
 long128=$(printf 'x%.0s' $(seq 128))
 long129=$(printf 'y%.0s' $(seq 129))
@@ -314,5 +315,30 @@ expect_fail "a service name a device already uses is refused" \
 expect_ok "a name in nobody's way is fine (gwx)" -- "$PINION" service add gwx csrcerts/dev-csr.pem
 assert_eq "no device piniond-7 or events was stored" \
     "$(sql "SELECT count(*) FROM devices WHERE identifier IN ('piniond-7', 'events')")" 0
+
+
+# ---- the CA as two named files (AWS IoT's recipe: rootCA.pem, rootCA.key)
+mkdir -p aws
+cp ca/ca.pem aws/rootCA.pem
+cp ca/ca.key aws/rootCA.key
+expect_ok "device cert --ca-cert rootCA.pem --ca-key rootCA.key" -- \
+    "$PINION" device cert --ca-cert aws/rootCA.pem --ca-key aws/rootCA.key --id aws-1 --out awscerts
+expect_ok "... signed by that CA (openssl verify)" -- \
+    openssl verify -CAfile aws/rootCA.pem awscerts/aws-1.pem
+AWS_CODE=$("$PINION" ca code acme) || bail_out "ca code failed"
+expect_ok "ca verification-cert --ca-cert/--ca-key" -- \
+    "$PINION" ca verification-cert --ca-cert aws/rootCA.pem --ca-key aws/rootCA.key \
+    --code "$AWS_CODE" --out aws/verify.pem
+expect_ok "... signed by that CA (openssl verify -partial_chain)" -- \
+    openssl verify -partial_chain -CAfile aws/rootCA.pem aws/verify.pem
+expect_fail "--ca and --ca-cert together are refused" 'either --ca DIR or --ca-cert FILE' -- \
+    "$PINION" device cert --ca ca --ca-cert aws/rootCA.pem --ca-key aws/rootCA.key --id aws-2 \
+    --out awscerts
+expect_fail "--ca-cert without --ca-key is refused" '--ca-cert FILE and --ca-key FILE' -- \
+    "$PINION" device cert --ca-cert aws/rootCA.pem --id aws-2 --out awscerts
+"$PINION" ca create --cn "Other CA" --out otherca >/dev/null || bail_out "cannot make another CA"
+expect_fail "a key of another CA is refused" 'otherca/ca\.key: key does not belong to aws/rootCA\.pem' -- \
+    "$PINION" device cert --ca-cert aws/rootCA.pem --ca-key otherca/ca.key --id aws-2 --out awscerts
+assert_eq "... and nothing was written for aws-2" "$(n_files awscerts 'aws-2*')" 0
 
 done_testing

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The firmware registry through the CLI (SPEC sections 7 and 8): pinion
+# The firmware registry through the CLI (README, "CLI reference"): pinion
 # firmware upload | list | show | pack against a real PostgreSQL, with the
 # archives fwup 1.16.0 made ($PINION_FIXTURES/fwup, verdicts in EXPECTED.md)
 # and hostile archives made here.  Every refusal must leave neither a row
@@ -343,8 +343,13 @@ refused "archive cut inside its central directory" 'truncated|corrupt' -- \
 printf 'definitely not a zip\n' >text.fw
 refused "not a zip" 'not a zip archive' -- "$PINION" firmware upload acme sensor text.fw
 refused "a missing file" 'No such file' -- "$PINION" firmware upload acme sensor nosuch.fw
-refused "a missing artifact directory" 'artifact directory.*No such file' -- \
+# A new host without the directory: the one line says what to do about it.
+refused "a missing artifact directory" \
+    "^pinion: artifact directory $T/nosuch does not exist: create it .*install -d .* or choose another with --artifacts DIR or \\\$PINION_ARTIFACTS\$" -- \
     "$PINION" firmware upload acme sensor good.fw --artifacts "$T/nosuch"
+refused "a missing artifact directory from \$PINION_ARTIFACTS" \
+    "artifact directory $T/nosuch2 does not exist: create it \(the piniond package makes /var/lib/pinion/artifacts" -- \
+    env PINION_ARTIFACTS="$T/nosuch2" "$PINION" firmware upload acme sensor good.fw
 assert_eq "no temporary file survives" "$(find "$ART" -name '.upload-*' | wc -l)" 0
 
 # ---- a failure after the file is in place leaves neither row nor file

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Firmware keys through the CLI (SPEC sections 7 and 8): pinion key create |
+# Firmware keys through the CLI (docs/protocol.md, "Identities"): pinion key create |
 # register | list, with fwup's key files ($PINION_FIXTURES/fwup, made by
 # fwup 1.16.0 itself).
 . "$PINION_SOURCE/tests/harness/lib.sh"

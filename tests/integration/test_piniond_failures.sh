@@ -159,4 +159,18 @@ else
 fi
 assert_eq "... counting 2 devices" "$(sql "SELECT failures FROM deployments WHERE name = 'dD'")" 2
 
+# Started again, dD's count begins at 0: d-2, still failing, is held back once
+# more and counts 1 (the devices held back before the start no longer count,
+# or dD would pause again at once).
+expect_ok "dD started again" -- "$PINION" deployment start acme dD
+held_twice() { [ "$(grep -c 'd-2 failed deployment dD .* held back' "${PD_LOG[p2]}")" -ge 2 ]; }
+if wait_until 60 held_twice; then
+    pass "d-2 was released again and held back again"
+else
+    fail "d-2 was released again and held back again" "$(tail -5 "${PD_LOG[p2]}")"
+fi
+sleep 0.5
+assert_eq "... and dD counts 1 failed device since its start, and keeps running" \
+    "$(sql "SELECT state, failures FROM deployments WHERE name = 'dD'")" "running|1"
+
 done_testing

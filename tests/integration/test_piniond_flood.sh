@@ -25,7 +25,7 @@ prepare_broker b1
 # The broker settings README "piniond" recommends (examples/mosquitto.conf).
 grep -E '^(max_queued_messages|max_queued_bytes|max_inflight_messages|max_packet_size) ' \
     "$PINION_SOURCE/examples/mosquitto.conf" >>"${BROKER_CONF[b1]}"
-_broker_launch b1 || bail_out "broker: $OUT"
+launch_broker b1 || bail_out "broker: $OUT"
 start_piniond p1 || bail_out "piniond: $OUT"
 PDLOG=${PD_LOG[p1]}
 

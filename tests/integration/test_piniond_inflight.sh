@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Updates in flight that can no longer finish do not hold a deployment's
-# slots for ever (SPEC section 10, README "Rollout"):
+# slots for ever (docs/protocol.md, "Rollout rules"):
 #   - a device revoked while in flight: its update is `cancelled`, its
 #     retained manifest cleared, and the slot goes to the next device;
 #   - a device that never reports (offline) for inflight_timeout seconds:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Downloads resume (SPEC section 9) on the reference device:
+# Downloads resume (docs/protocol.md, "Chunk format") on the reference device:
 #   - a device killed with SIGKILL mid-download and started again takes the
 #     same retained manifest again (byte for byte the one it accepted, so no
 #     replay), resumes from the bytes it has instead of from 0, and installs

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SPEC section 5: a device reads only R/<id>/down/# and writes only
+# docs/protocol.md, "Topics and access": a device reads only R/<id>/down/# and writes only
 # R/<id>/up/#; a service identity reads and writes all of R/#.  Every check
 # is what a client observes on the wire: SUBACK / PUBACK reason codes and
 # the messages that do (or do not) arrive.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Device admission at CONNECT (SPEC sections 2, 3 and 6) on real Mosquitto
+# Device admission at CONNECT (docs/protocol.md: "Identities",
+# "Admission", "Registration event") on real Mosquitto
 # brokers with the plugin, as a device or an operator observes it: CONNACK
 # codes, the broker log, rows in PostgreSQL and the registration event.
 #

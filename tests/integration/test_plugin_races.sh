@@ -152,7 +152,7 @@ assert_eq "right after it returns, no active pin under the revoked CA" \
     "$(active_pins_under "$STORM_CA")" 0
 admitted=$(grep -lx 'connack 0' out/s* 2>/dev/null | wc -l)
 diag "$admitted of 40 storm certificates got CONNACK 0 (admitted from memory)"
-# SPEC section 3: revocations kick live sessions within 1 second.
+# docs/protocol.md, "Admission": revocations kick live sessions within 1 second.
 ms=$(ms_until_kicked "$t1" out/s*)
 if [[ $ms =~ ^[0-9]+$ ]] && [ "$ms" -lt 1000 ]; then
     pass "every storm session admitted from memory is disconnected within 1 s ($ms ms)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SPEC section 3: revoking a device, one of its certificates, or a CA with
+# docs/protocol.md, "Admission": revoking a device, one of its certificates, or a CA with
 # --cascade refuses new connects and kicks live sessions within 1 second,
 # on every broker that shares the database.  Revoking a CA without
 # --cascade only stops new devices of that CA.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The service's release key through the CLI (SPEC sections 7 and 8):
+# The service's release key through the CLI (docs/protocol.md,
+# "Manifest and DSSE"; README, "CLI reference"):
 # pinion release-key create --out PREFIX writes an Ed25519 key pair in fwup's
 # format, offline, and prints its key id (the keyid of manifest signatures).
 . "$PINION_SOURCE/tests/harness/lib.sh"

@@ -1,4 +1,5 @@
-/* pn-manifest-tool: signs an update manifest (SPEC section 8) from
+/* pn-manifest-tool: signs an update manifest (docs/protocol.md,
+ * "Manifest and DSSE") from
  * command-line fields and prints its DSSE envelope, one line on stdout, so
  * that integration tests can publish crafted manifests (wrong key, wrong
  * device, expired, replayed, bad firmware signature, wrong hash) as the

@@ -1,4 +1,4 @@
-/* lib/cert and lib/ident: identifiers (SPEC section 2), certificate ids,
+/* lib/cert and lib/ident: identifiers (docs/protocol.md, "Identities"), certificate ids,
  * parsing, the key/CA/device policy checks and pinion's own certificates.
  * Hostile certificates are built here with the plain OpenSSL API, so that
  * the checks are exercised on inputs pn_cert_make would never produce. */

@@ -508,7 +508,7 @@ static void test_manifest_codec(void)
             "\"firmware.sha256\" is longer than 64 bytes");
     REFUSES(1, "key_id", json_string("CA051A500A499D2A"), "\"firmware.key_id\" is not 16");
 
-    /* Device identifiers (SPEC section 2), and the other limits. */
+    /* Device identifiers (docs/protocol.md, "Identities"), and the other limits. */
     char long_id[130];
     memset(long_id, 'a', 129);
     long_id[129] = '\0';

@@ -1,7 +1,7 @@
-/* plugin/policy.h: the CONNECT decision (pn_admit_decide, SPEC section 3)
- * and topic access (pn_acl_allows, SPEC section 5) as pure functions of an
- * in-memory state filled here directly, with certificates made by
- * lib/cert.h.  No broker, no database. */
+/* plugin/policy.h: the CONNECT decision (pn_admit_decide, docs/protocol.md,
+ * "Admission") and topic access (pn_acl_allows, "Topics and access") as
+ * pure functions of an in-memory state filled here directly, with
+ * certificates made by lib/cert.h.  No broker, no database. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -309,7 +309,13 @@ static void test_acl_service(void)
     CHECK(!allows(s, svc, "svc", "fleetx/a", W));
     CHECK(!allows(s, svc, "svc", "$SYS/x", W));
     CHECK(!allows(s, svc, "svc", "$CONTROL/dynamic-security/v1", W));
-    CHECK(!allows(s, svc, "svc", "$SYS/#", S));
+    /* $SYS (Mosquitto's and the plugin's counters) is readable by services,
+     * for monitoring; never writable. */
+    CHECK(allows(s, svc, "svc", "$SYS/#", S));
+    CHECK(allows(s, svc, "svc", "$SYS/broker/pinion/#", S));
+    CHECK(allows(s, svc, "svc", "$SYS/broker/pinion/admitted/new", R));
+    CHECK(!allows(s, svc, "svc", "$SYS/broker/pinion/admitted/new", W));
+    CHECK(!allows(s, svc, "svc", "$SYSx/#", S));
 
     /* Only registered service names. */
     const char *nosuch = PN_SERVICE_USER_PREFIX "nosuch";
@@ -384,6 +390,27 @@ static void test_admit_pinned(void)
     pol.allow_expired_pinned = true;
     CHECK(decide(s, &pol, a_cert, "A", true, later, &a) == PN_ADMIT_PINNED);
     pol.allow_expired_pinned = false;
+    /* A pin keeps its expiry in 32 bits (issue 13: a pin must fit in 72
+     * bytes): a certificate valid until 9999 is valid now, and until the
+     * end of that range (2106), not beyond; one from before 1970 is
+     * expired. */
+    CHECK(sizeof(struct pn_pin) <= 72);
+    struct pn_pin *ap = pn_map_get(s->pins, a.cert_bin, PN_SHA256);
+    CHECK(ap != NULL);
+    if (ap) {
+        unsigned char pid[PN_SHA256], pspki[PN_SPKI_KEPT];
+        struct pn_device *pd = ap->dev;
+        memcpy(pid, ap->id, sizeof(pid));
+        memcpy(pspki, ap->spki, sizeof(pspki));
+        pn_state_put_pin(s, pid, pd, pspki, (time_t)253402300799, PN_ACTIVE); /* 9999 */
+        CHECK(decide(s, &pol, a_cert, "A", true, now, &a) == PN_ADMIT_PINNED);
+        CHECK(decide(s, &pol, a_cert, "A", true, (time_t)UINT32_MAX, &a) == PN_ADMIT_PINNED);
+        CHECK(decide(s, &pol, a_cert, "A", true, (time_t)UINT32_MAX + 1, &a) == PN_REFUSE);
+        pn_state_put_pin(s, pid, pd, pspki, (time_t)-86400, PN_ACTIVE);
+        CHECK(decide(s, &pol, a_cert, "A", true, now, &a) == PN_REFUSE);
+        pn_state_put_pin(s, pid, pd, pspki, pn_cert_not_after(a_cert), PN_ACTIVE);
+        CHECK(decide(s, &pol, a_cert, "A", true, now, &a) == PN_ADMIT_PINNED);
+    }
 
     /* Revoked certificate; revoked device. */
     struct pn_device *b = pn_map_get(s->devices, "B", 1);

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Message throughput through whole brokers on this machine, same listener
+# and certificates: plain Mosquitto (no plugin, so no ACL at all) against
+# Mosquitto + Pinion (every publish and every delivery ACL-checked).
+#   up:   N devices publish to their own fleet/<id>/up/data, one service
+#         identity subscribed to fleet/+/up/# receives;
+#   down: the service publishes to fleet/<id>/down/data round robin, each
+#         device subscribed to its own fleet/<id>/down/# receives.
+# QoS 0 and QoS 1, 64-byte payloads, at most 500 messages in transit.  Runs
+# alternate plain / pinion; prints each run, the medians, the ratios
+# pinion/plain (target 0.9) and the broker's CPU time per message.
+#
+#   bash bench/msg_throughput.sh [N=100] [MSGS=100000] [ROUNDS=3] [BUILD_DIR=build]
+#
+# Exit status 0 when every message arrived; no time is asserted.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+N=${1:-100}
+MSGS=${2:-100000}
+ROUNDS=${3:-3}
+BUILD=$(cd "${4:-build}" && pwd)
+. bench/brokers.sh
+
+bench_setup "$N"
+say "message throughput: $N devices + 1 service, $MSGS messages a run, $ROUNDS rounds;" \
+    "$(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p')), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# Pins first, so that the runs measure messages, not first connects.
+start_broker pinion
+"$BUILD/bench/mqtt_load" storm --port "$PORT" --cafile "$CACHE/server.pem" \
+    --certs "$CACHE/devs" -n "$N" >/dev/null
+stop_broker
+
+declare -A RATE CPU
+fail=0
+run() {
+    local kind=$1 dir=$2 qos=$3 line
+    start_broker "$kind"
+    if ! line=$("$BUILD/bench/mqtt_load" pub --port "$PORT" --cafile "$CACHE/server.pem" \
+        --certs "$CACHE/devs" -n "$N" --dir "$dir" --qos "$qos" --msgs "$MSGS" \
+        --broker-pid "$BROKER_PID"); then
+        say "($kind) $line"
+        say "($kind) FAILED: not every message arrived"
+        fail=1
+    fi
+    stop_broker
+    say "$(printf '%-6s' "$kind") $line"
+    RATE[$kind.$dir.$qos]+="$(field rate "$line") "
+    CPU[$kind.$dir.$qos]+="$(field broker_cpu_us "$line") "
+}
+
+for ((r = 0; r < ROUNDS; r++)); do
+    for dir in up down; do
+        for qos in 0 1; do
+            if ((r % 2 == 0)); then
+                run plain "$dir" "$qos"; run pinion "$dir" "$qos"
+            else
+                run pinion "$dir" "$qos"; run plain "$dir" "$qos"
+            fi
+        done
+    done
+done
+
+for dir in up down; do
+    for qos in 0 1; do
+        k=$dir.$qos
+        pr=$(median ${RATE[plain.$k]:-0}) qr=$(median ${RATE[pinion.$k]:-0})
+        pc=$(median ${CPU[plain.$k]:-0}) qc=$(median ${CPU[pinion.$k]:-0})
+        say "$(printf '%-4s' "$dir") qos $qos: plain $pr msg/s ($pc us CPU each), pinion $qr msg/s" \
+            "($qc us CPU each): ratio $(ratio "$qr" "$pr"), CPU ratio $(ratio "$pc" "$qc") [target 0.9]"
+    done
+done
+exit "$fail"
