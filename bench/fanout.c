@@ -45,6 +45,7 @@ struct dev {
     char id[64];
     int fd;
     bool connecting, connected, got_manifest, got_raw;
+    double retry_at; /* 0: no reconnect pending */
     size_t manifest_len;
 };
 
@@ -122,17 +123,28 @@ static void pump(int ms)
         struct dev *d = evs[i].data.ptr;
         /* mosquitto_loop, not loop_read/loop_write: only it carries an
          * asynchronous connect on to the TLS handshake.  Timeout 0. */
-        if (mosquitto_loop(d->mq, 0, 10) != MOSQ_ERR_SUCCESS && !d->connected) {
-            /* A handshake that failed (e.g. a broker busy): try again. */
-            nretries++;
-            mosquitto_reconnect_async(d->mq);
-        }
+        /* A connection closed before CONNACK (e.g. a broker busy) is tried
+         * again a second later, from misc_all: at once would turn a busy
+         * broker into a storm of aborted handshakes. */
+        if (mosquitto_loop(d->mq, 0, 10) != MOSQ_ERR_SUCCESS && !d->connected &&
+            mosquitto_socket(d->mq) < 0 && !d->retry_at)
+            d->retry_at = now_s() + 1;
         arm(d);
     }
 }
 
 static void misc_all(void)
 {
+    double now = now_s();
+    for (int i = 0; i < ndev; i++) {
+        struct dev *d = &devs[i];
+        if (d->retry_at && now >= d->retry_at) {
+            d->retry_at = 0;
+            nretries++;
+            mosquitto_reconnect_async(d->mq);
+            arm(d);
+        }
+    }
     for (int i = 0; i < ndev; i++)
         if (devs[i].fd >= 0) {
             mosquitto_loop_misc(devs[i].mq);
