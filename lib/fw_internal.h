@@ -96,9 +96,7 @@ struct seen_entry {
     uint64_t size;
 };
 
-int pn_fw_zip_cross_check(int fd, const struct seen_entry *seen, size_t nseen,
-                          struct pn_err *err);
-int pn_fw_zip_layout_check(int fd, const struct seen_entry *seen, size_t nseen,
-                           struct pn_err *err);
+int pn_fw_zip_cross_check(int fd, const struct seen_entry *seen, size_t nseen, struct pn_err *err);
+int pn_fw_zip_layout_check(int fd, const struct seen_entry *seen, size_t nseen, struct pn_err *err);
 
 #endif

@@ -274,8 +274,8 @@ static int verify_stream(struct verify *v, const struct pn_fw_key *keys, size_t 
     /* Nothing of meta.conf is believed before its signature verifies. */
     if (verify_signature(v, keys, nkeys, have_sig) < 0)
         return -1;
-    if (pn_fw_meta_parse_resources(info->meta_conf, info->meta_conf_len, &info->meta, &v->res, &v->nres,
-                   v->err) < 0) {
+    if (pn_fw_meta_parse_resources(info->meta_conf, info->meta_conf_len, &info->meta, &v->res,
+                                   &v->nres, v->err) < 0) {
         info->reason = PN_FW_META_INVALID;
         return -1;
     }

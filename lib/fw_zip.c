@@ -87,9 +87,13 @@ int pn_fw_zip_cross_check(int fd, const struct seen_entry *seen, size_t nseen, s
         if (i >= nseen || !name || strcmp(name, seen[i].name) != 0 ||
             !archive_entry_size_is_set(e) || (uint64_t)archive_entry_size(e) != seen[i].size) {
             char pn[128];
-            pn_err_set(err, "corrupt zip: the central directory does not match the entries "
-                            "(at %s)",
-                       pn_fw_printable(i < nseen ? seen[i].name : name ? name : "?", pn, sizeof(pn)));
+            pn_err_set(err,
+                       "corrupt zip: the central directory does not match the entries "
+                       "(at %s)",
+                       pn_fw_printable(i < nseen ? seen[i].name
+                                       : name    ? name
+                                                 : "?",
+                                       pn, sizeof(pn)));
             goto out;
         }
     }
@@ -281,9 +285,12 @@ int pn_fw_zip_layout_check(int fd, const struct seen_entry *seen, size_t nseen, 
                 goto out;
             }
             got_crc = le(dd, 4);
-            if (le(dd + 4, (int)sizes / 2) != csize || le(dd + 4 + sizes / 2, (int)sizes / 2) != usize) {
-                pn_err_set(err, "corrupt zip: the sizes of %s differ between its data descriptor "
-                                "and the central directory", pn_fw_printable(seen[i].name, pn, sizeof(pn)));
+            if (le(dd + 4, (int)sizes / 2) != csize ||
+                le(dd + 4 + sizes / 2, (int)sizes / 2) != usize) {
+                pn_err_set(err,
+                           "corrupt zip: the sizes of %s differ between its data descriptor "
+                           "and the central directory",
+                           pn_fw_printable(seen[i].name, pn, sizeof(pn)));
                 goto out;
             }
             end += sig + 4 + sizes;
