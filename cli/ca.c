@@ -407,11 +407,11 @@ static int cmd_register(struct cli_ctx *ctx, int argc, char **argv)
     int lens[12] = {0, 0, 0, 0, 0, 0, 0, 0, derlen, 0, 0, 0};
     int fmts[12] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0};
     PGresult *res = pn_db_exec(
-        ctx->db,
+        ctx->db, &err,
         "INSERT INTO ca_certificates (id, org_id, subject, ski, aki, serial, not_before, "
         "not_after, der, jitp_product_id, jitp_tags, description) VALUES ($1, $2, $3, $4, $5, "
         "$6, $7, $8, $9, $10, ARRAY(SELECT jsonb_array_elements_text($11::jsonb)), $12)",
-        12, iv, lens, fmts, state, &err);
+        12, iv, lens, fmts, state);
     if (!res) {
         if (strcmp(state, PN_SQLSTATE_UNIQUE) == 0)
             cli_fail("CA %s is already registered", id);

@@ -1,7 +1,7 @@
 /* Shared plumbing of the pinion CLI: command tables, option parsing, the
  * database connection, and output as a human table or JSON (--json). */
-#ifndef PINION_CLI_H
-#define PINION_CLI_H
+#ifndef PN_CLI_H
+#define PN_CLI_H
 
 #include <jansson.h>
 #include <libpq-fe.h>

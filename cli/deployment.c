@@ -102,11 +102,11 @@ static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
     snprintf(conc_t, sizeof(conc_t), "%ld", conc);
     snprintf(maxf_t, sizeof(maxf_t), "%ld", maxf);
     const char *v[] = {org_id, product_id, pos[2], fw_id, tags_text, req, conc_t, maxf_t};
-    res = pn_db_exec(ctx->db,
+    res = pn_db_exec(ctx->db, &err,
                      "INSERT INTO deployments (org_id, product_id, name, firmware_id, tags, "
                      "version_req, concurrency, max_failures) VALUES ($1, $2, $3, $4, "
                      "ARRAY(SELECT jsonb_array_elements_text($5::jsonb)), $6, $7, $8)",
-                     8, v, NULL, NULL, state, &err);
+                     8, v, NULL, NULL, state);
     if (!res) {
         if (strcmp(state, PN_SQLSTATE_UNIQUE) == 0)
             cli_fail("organisation '%s' already has a deployment '%s'", pos[0], pos[2]);

@@ -155,10 +155,10 @@ static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
     }
     PQclear(svc);
     const char *v[] = {pos[2], org_id, product_id, tags_text};
-    PGresult *res = pn_db_exec(ctx->db,
+    PGresult *res = pn_db_exec(ctx->db, &err,
                                "INSERT INTO devices (identifier, org_id, product_id, tags) "
                                "VALUES ($1, $2, $3, ARRAY(SELECT jsonb_array_elements_text($4::jsonb)))",
-                               4, v, NULL, NULL, state, &err);
+                               4, v, NULL, NULL, state);
     if (!res) {
         if (strcmp(state, PN_SQLSTATE_UNIQUE) == 0)
             cli_fail("device '%s' already exists", pos[2]);

@@ -255,13 +255,13 @@ static int cmd_fw_upload(struct cli_ctx *ctx, int argc, char **argv)
         goto out;
     }
     in_tx = 1;
-    res = pn_db_exec(ctx->db,
+    res = pn_db_exec(ctx->db, &err,
                      "INSERT INTO firmware (uuid, org_id, product_id, version, platform, "
                      "architecture, author, description, vcs_identifier, misc, key_id, size, "
                      "sha256, meta_conf, meta_conf_sig, artifact) "
                      "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
                      "$16)",
-                     16, v, lengths, formats, state, &err);
+                     16, v, lengths, formats, state);
     if (!res) {
         if (strcmp(state, PN_SQLSTATE_UNIQUE) == 0)
             cli_fail("%s: duplicate uuid: firmware %s is already uploaded", file,

@@ -82,11 +82,11 @@ static int cmd_key_register(struct cli_ctx *ctx, int argc, char **argv)
     const int formats[] = {0, 0, 0, 1, 0};
     if (pn_db_begin(ctx->db, &err) < 0)
         return cli_fail_err(&err);
-    PGresult *res = pn_db_exec(ctx->db,
+    PGresult *res = pn_db_exec(ctx->db, &err,
                                "INSERT INTO firmware_keys (org_id, name, key_id, public_key) "
                                "VALUES ($1, $2, $3, $4) "
                                "RETURNING name, key_id, $5::text AS org, created_at",
-                               5, v, lengths, formats, state, &err);
+                               5, v, lengths, formats, state);
     if (!res) {
         pn_db_rollback(ctx->db);
         if (strcmp(state, PN_SQLSTATE_UNIQUE) == 0)

@@ -16,9 +16,9 @@ static int cmd_org_create(struct cli_ctx *ctx, int argc, char **argv)
         return rc;
     if (cli_check_name("organisation", pos[0]) < 0 || !cli_db(ctx))
         return 1;
-    PGresult *res = pn_db_exec(ctx->db,
+    PGresult *res = pn_db_exec(ctx->db, &err,
                                "INSERT INTO orgs (name) VALUES ($1) RETURNING id, name, created_at",
-                               1, pos, NULL, NULL, state, &err);
+                               1, pos, NULL, NULL, state);
     if (!res) {
         if (strcmp(state, PN_SQLSTATE_UNIQUE) == 0)
             return cli_fail("organisation '%s' already exists", pos[0]);
@@ -45,10 +45,10 @@ static int cmd_product_create(struct cli_ctx *ctx, int argc, char **argv)
         cli_org_id(ctx, pos[0], org_id) < 0)
         return 1;
     const char *v[] = {org_id, pos[1], pos[0]};
-    PGresult *res = pn_db_exec(ctx->db,
+    PGresult *res = pn_db_exec(ctx->db, &err,
                                "INSERT INTO products (org_id, name) VALUES ($1, $2) "
                                "RETURNING id, $3::text AS org, name, created_at",
-                               3, v, NULL, NULL, state, &err);
+                               3, v, NULL, NULL, state);
     if (!res) {
         if (strcmp(state, PN_SQLSTATE_UNIQUE) == 0)
             return cli_fail("organisation '%s' already has a product '%s'", pos[0], pos[1]);

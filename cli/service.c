@@ -65,11 +65,11 @@ static int cmd_add(struct cli_ctx *ctx, int argc, char **argv)
     int derlen = pn_cert_der(x, &der);
     const char *v[] = {id, pos[0], subject ? subject : "", (const char *)der, na};
     int lens[] = {0, 0, 0, derlen, 0}, fmts[] = {0, 0, 0, 1, 0};
-    PGresult *res = pn_db_exec(ctx->db,
+    PGresult *res = pn_db_exec(ctx->db, &err,
                                "INSERT INTO service_identities (id, name, subject, der, not_after) "
                                "VALUES ($1, $2, $3, $4, $5) "
                                "RETURNING name, id, subject, not_after, created_at",
-                               5, v, lens, fmts, state, &err);
+                               5, v, lens, fmts, state);
     if (!res) {
         if (strcmp(state, PN_SQLSTATE_UNIQUE) == 0)
             cli_fail("a service named '%s' or this certificate is already registered", pos[0]);

@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "db.h"
 #include "ident.h"
+#include "migrate.h"
 
 #define MAX_OPTS 32
 

@@ -3,8 +3,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "migrate.h"
-
 static void quiet_notice(void *arg, const char *message)
 {
     (void)arg;
@@ -79,9 +77,9 @@ static PGresult *checked(PGconn *db, PGresult *res, char sqlstate[6], struct pn_
     return NULL;
 }
 
-PGresult *pn_db_exec(PGconn *db, const char *sql, int n, const char *const *values,
-                     const int *lengths, const int *formats, char sqlstate[6],
-                     struct pn_err *err)
+PGresult *pn_db_exec(PGconn *db, struct pn_err *err, const char *sql, int n,
+                     const char *const *values, const int *lengths, const int *formats,
+                     char sqlstate[6])
 {
     return checked(db, PQexecParams(db, sql, n, NULL, values, lengths, formats, 0), sqlstate,
                    err);
@@ -103,7 +101,7 @@ PGresult *pn_db_q_prepared(PGconn *db, struct pn_err *err, const char *name, int
 PGresult *pn_db_q(PGconn *db, struct pn_err *err, const char *sql, int n,
                   const char *const *values)
 {
-    return pn_db_exec(db, sql, n, values, NULL, NULL, NULL, err);
+    return pn_db_exec(db, err, sql, n, values, NULL, NULL, NULL);
 }
 
 int pn_db_cmd(PGconn *db, struct pn_err *err, const char *sql, int n,
@@ -130,26 +128,6 @@ void pn_db_rollback(PGconn *db)
 {
     PGresult *res = PQexec(db, "ROLLBACK");
     PQclear(res);
-}
-
-int pn_db_check_schema(PGconn *db, struct pn_err *err)
-{
-    int have = 0;
-    if (pn_migrate_current(db, &have, err) < 0)
-        return -1;
-    int want = pn_migrate_latest();
-    if (have == want)
-        return 0;
-    if (have > want)
-        return pn_err_set(err, "database schema is at version %d, newer than this pinion "
-                               "understands (%d); upgrade pinion", have, want);
-    if (have == 0) /* name it: libpq's defaults may have picked another database */
-        return pn_err_set(err,
-                          "database \"%s\" (%s, port %s, user %s) has no Pinion schema; "
-                          "run `pinion db migrate` if it is the right one (--db / PINION_DB)",
-                          PQdb(db), PQhost(db), PQport(db), PQuser(db));
-    return pn_err_set(err, "database schema is at version %d, this pinion needs %d; "
-                           "run `pinion db migrate`", have, want);
 }
 
 int pn_db_audit(PGconn *db, const char *action, const char *object,

@@ -31,11 +31,12 @@ PGconn *pn_db_connect_app(const char *conninfo, const char *app, int timeout_s,
  * returns NULL, fills err with "database: <server message>" and, when
  * sqlstate is non-NULL, copies the 5-character SQLSTATE (else "").
  * Results are requested in text format. */
-PGresult *pn_db_exec(PGconn *db, const char *sql, int n, const char *const *values,
-                     const int *lengths, const int *formats, char sqlstate[6],
-                     struct pn_err *err);
+PGresult *pn_db_exec(PGconn *db, struct pn_err *err, const char *sql, int n,
+                     const char *const *values, const int *lengths, const int *formats,
+                     char sqlstate[6]);
 
-/* Shorthand for text-only parameters and no SQLSTATE interest. */
+/* Shorthand for text-only parameters and no SQLSTATE interest.  Every
+ * pn_db_ function takes the connection, then err, then the statement. */
 PGresult *pn_db_q(PGconn *db, struct pn_err *err, const char *sql, int n,
                   const char *const *values);
 
@@ -54,8 +55,9 @@ int pn_db_commit(PGconn *db, struct pn_err *err);
 /* Best effort; never fails the caller. */
 void pn_db_rollback(PGconn *db);
 
-/* Returns 0 when the database's schema is exactly the version this binary
- * was built with, else -1 with a sentence telling the operator what to do. */
+/* Defined in migrate.c (which builds on this file, never the reverse) and
+ * declared in migrate.h; declared here too until plugin/sync.c and
+ * service/piniond.c include migrate.h. */
 int pn_db_check_schema(PGconn *db, struct pn_err *err);
 
 /* Appends a row to audit_log.  detail_json may be NULL ("{}"). */

@@ -94,3 +94,23 @@ fail:
     pn_db_cmd(db, NULL, "SELECT pg_advisory_unlock($1::bigint)", 1, lock);
     return -1;
 }
+
+int pn_db_check_schema(PGconn *db, struct pn_err *err)
+{
+    int have = 0;
+    if (pn_migrate_current(db, &have, err) < 0)
+        return -1;
+    int want = pn_migrate_latest();
+    if (have == want)
+        return 0;
+    if (have > want)
+        return pn_err_set(err, "database schema is at version %d, newer than this pinion "
+                               "understands (%d); upgrade pinion", have, want);
+    if (have == 0) /* name it: libpq's defaults may have picked another database */
+        return pn_err_set(err,
+                          "database \"%s\" (%s, port %s, user %s) has no Pinion schema; "
+                          "run `pinion db migrate` if it is the right one (--db / PINION_DB)",
+                          PQdb(db), PQhost(db), PQport(db), PQuser(db));
+    return pn_err_set(err, "database schema is at version %d, this pinion needs %d; "
+                           "run `pinion db migrate`", have, want);
+}

@@ -29,4 +29,8 @@ int pn_migrate_current(PGconn *db, int *version, struct pn_err *err);
  * the versions before and after (both may be NULL).  0 / -1. */
 int pn_migrate(PGconn *db, int *from, int *to, struct pn_err *err);
 
+/* Returns 0 when the database's schema is exactly the version this binary
+ * was built with, else -1 with a sentence telling the operator what to do. */
+int pn_db_check_schema(PGconn *db, struct pn_err *err);
+
 #endif

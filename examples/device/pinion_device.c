@@ -46,9 +46,7 @@
 #include <mosquitto.h>
 #include <sodium.h>
 
-#include "fw.h"
-#include "fwkey.h"
-#include "manifest.h"
+#include "pinion-device.h"
 
 #define MAX_FW_KEYS 8
 

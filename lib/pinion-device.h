@@ -1,0 +1,15 @@
+/* libpinion-device: what a device needs to take a firmware update from
+ * Pinion (README "Device library").  Signed update manifests and their rules
+ * (manifest.h), fwup archive verification (fw_verify.h) and fwup key files
+ * (fwkey.h); errors are one sentence in a struct pn_err (err.h).  Call
+ * sodium_init() before anything else.  Link with
+ * `pkg-config --cflags --libs pinion-device`. */
+#ifndef PN_PINION_DEVICE_H
+#define PN_PINION_DEVICE_H
+
+#include "err.h"
+#include "fw_verify.h"
+#include "fwkey.h"
+#include "manifest.h"
+
+#endif
