@@ -55,11 +55,6 @@ int pn_db_commit(PGconn *db, struct pn_err *err);
 /* Best effort; never fails the caller. */
 void pn_db_rollback(PGconn *db);
 
-/* Defined in migrate.c (which builds on this file, never the reverse) and
- * declared in migrate.h; declared here too until plugin/sync.c and
- * service/piniond.c include migrate.h. */
-int pn_db_check_schema(PGconn *db, struct pn_err *err);
-
 /* Appends a row to audit_log.  detail_json may be NULL ("{}"). */
 int pn_db_audit(PGconn *db, const char *action, const char *object,
                 const char *detail_json, struct pn_err *err);

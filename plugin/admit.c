@@ -1,4 +1,4 @@
-/* The CONNECT decision of SPEC section 3, made from memory only.
+/* The CONNECT decision (docs/protocol.md, "Admission"), made from memory only.
  *
  * Order matters: a pinned certificate is judged by its pin alone (its CA
  * may since have been disabled, expired or deleted: NervesHub semantics),

@@ -67,7 +67,8 @@ struct pn_admission {
     time_t not_after;
 };
 
-/* Decides a CONNECT (SPEC section 3).  cert may be NULL (refused).
+/* Decides a CONNECT (docs/protocol.md, "Admission").  cert may be NULL
+ * (refused).
  * db_ready: whether the worker is in touch with the database; first
  * connects are refused without it (fail closed).  Always fills out. */
 void pn_admit_decide(const struct pn_state *s, const struct pn_policy *pol, X509 *cert,
@@ -77,8 +78,8 @@ void pn_admit_decide(const struct pn_state *s, const struct pn_policy *pol, X509
 /* Access kinds, numerically equal to Mosquitto's MOSQ_ACL_*. */
 enum { PN_ACL_READ = 1, PN_ACL_WRITE = 2, PN_ACL_SUBSCRIBE = 4, PN_ACL_UNSUBSCRIBE = 8 };
 
-/* SPEC section 5.  username is what the plugin set at CONNECT (identifier,
- * or PN_SERVICE_USER_PREFIX + name).  Returns true to allow. */
+/* docs/protocol.md, "Topics and access".  username is what the plugin set
+ * at CONNECT (identifier, or PN_SERVICE_USER_PREFIX + name).  Returns true to allow. */
 bool pn_acl_allows(const struct pn_state *s, const char *topic_root, const char *username,
                    const char *client_id, const char *topic, int access);
 

@@ -19,6 +19,7 @@
 #include "cert.h"
 #include "db.h"
 #include "ident.h"
+#include "migrate.h"
 #include "presence.h"
 #include "trust.h"
 
@@ -37,7 +38,7 @@
 #define SERVICE_SELECT                                                                    \
     "SELECT id, name, extract(epoch FROM not_after)::bigint, der, status "                \
     "FROM service_identities"
-/* Pinned certificates whose CA row was deleted (SPEC 3.1: they are still
+/* Pinned certificates whose CA row was deleted (docs/protocol.md, "Admission": they are still
  * admitted): each goes into the trust directory as its own anchor (partial
  * chains are allowed), else TLS would refuse them once the CA's file is
  * gone, i.e. after the next start. */

@@ -1,4 +1,4 @@
-/* Firmware bytes over MQTT (SPEC section 9).  A device asks on
+/* Firmware bytes over MQTT (docs/protocol.md, "Chunk format").  A device asks on
  * R/<id>/up/get with {"uuid","offset","length"} and gets R/<id>/down/chunk:
  * "PNC1", the 16-byte uuid, offset (u64) and length (u32), big-endian,
  * then the bytes of the stored .fw.  Only firmware currently released to

@@ -20,6 +20,7 @@
 #include <mqtt_protocol.h>
 
 #include "db.h"
+#include "migrate.h"
 #include "piniond.h"
 
 #define REGISTRY_MS 1000 /* how often the registry is read */
@@ -313,8 +314,8 @@ static void report_unreachable(struct pd *pd, struct pd_broker *b, long now)
     if (r && n > 0)
         snprintf(example, sizeof(example), ", e.g. %s", PQgetvalue(r, 0, 1));
     PQclear(r);
-    pd_log("cannot reach broker %s at %s (%s); devices connected there get no manifest until "
-           "piniond can: %ld%s",
+    pd_log(PD_WARNING "cannot reach broker %s at %s (%s); devices connected there get no "
+                      "manifest until piniond can: %ld%s",
            b->id, b->address, b->why[0] ? b->why : "not connected", n, example);
 }
 
@@ -330,7 +331,7 @@ void pd_brokers_refresh(struct pd *pd, bool force)
                           "WHERE heartbeat_at > now() - interval '10 seconds' ORDER BY id",
                           0, NULL);
     if (!r) {
-        pd_log("reading the broker registry: %s", err.msg);
+        pd_log(PD_ERR "reading the broker registry: %s", err.msg);
         return;
     }
     for (int i = 0; i < pd->nbrokers; i++)
@@ -348,7 +349,7 @@ void pd_brokers_refresh(struct pd *pd, bool force)
         }
         if (!b) {
             if (pd->nbrokers == PD_BROKERS_MAX) {
-                pd_log("broker %s ignored: piniond keeps at most %d sessions", id, PD_BROKERS_MAX);
+                pd_log(PD_WARNING "broker %s ignored: piniond keeps at most %d sessions", id, PD_BROKERS_MAX);
                 continue;
             }
             pd_log("broker %s at %s is in the registry; connecting", id, addr);

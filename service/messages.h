@@ -1,5 +1,5 @@
-/* Parsing of the two messages devices send piniond (SPEC sections 9 and
- * 10).  Pure functions: no I/O, no logging, no global state, so that they
+/* Parsing of the two messages devices send piniond (docs/protocol.md,
+ * "Chunk format" and "Status messages").  Pure functions: no I/O, no logging, no global state, so that they
  * can be unit-tested and fuzzed on their own.  On failure err holds the
  * reason as piniond logs it after "ignored chunk request from <id>: " or
  * "ignored status from <id>: ". */

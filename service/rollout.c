@@ -112,7 +112,7 @@ static int load_fw(struct pd *pd, int64_t firmware_id, struct fwrow *f, struct p
     return 0;
 }
 
-/* The release check of SPEC section 8: the stored bytes hash to what was
+/* The release check (docs/protocol.md, "Rollout rules"): the stored bytes hash to what was
  * uploaded, the signature still verifies, its key is still registered and
  * the firmware is not revoked.  A pass is reused for verify_ttl seconds,
  * and never across a change of the file (device, inode, size, mtime) or of

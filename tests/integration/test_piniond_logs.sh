@@ -13,13 +13,17 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout svc
 cp svc.pem ca.pem
 {
     echo "database = \"$PINION_DB\""
-    echo 'mqtt_host = "127.0.0.1"'
-    echo "mqtt_port = $(free_port)" # nothing listens there
     echo 'ca_file = "ca.pem"'
     echo 'cert_file = "svc.pem"'
     echo 'key_file = "svc.key"'
     echo "release_key = \"$PWD/rk.priv\""
 } >pd.conf
+
+# A broker in the registry, heartbeating, at an address where nothing
+# listens: piniond warns that it cannot reach it (after 3 s).
+dead=127.0.0.1:$(free_port)
+sql "INSERT INTO brokers (id, service_address) VALUES ('b-dead', '$dead')" >/dev/null
+sql "UPDATE brokers SET heartbeat_at = now() + interval '1 hour'" >/dev/null
 
 # run LOGFILE [ENV...]: piniond for a moment, stderr appended to LOGFILE.
 run() {
@@ -27,7 +31,7 @@ run() {
     shift
     env "$@" "$PINIOND" -c pd.conf 2>>"$log" &
     pid=$!
-    wait_until 5 grep -q 'cannot connect' "$log" || true
+    wait_until 10 grep -q 'cannot reach broker' "$log" || true
     kill -TERM "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null || true
 }
@@ -38,7 +42,7 @@ diag "$(cat journal.log)"
 assert_match "journal: info lines start with <6>" "$(head -n1 journal.log)" \
     '^<6>starting; release key [0-9a-f]{16}$'
 assert_match "journal: the broker being unreachable is a warning, <4>" "$(cat journal.log)" \
-    $'(^|\n)<4>cannot connect to 127\\.0\\.0\\.1:[0-9]+ yet: '
+    $'(^|\n)<4>cannot reach broker b-dead at 127\\.0\\.0\\.1:[0-9]+ '
 assert_eq "journal: every line has a level prefix" "$(grep -vc '^<[0-7]>' journal.log)" 0
 
 : >plain.log
@@ -47,7 +51,7 @@ diag "$(cat plain.log)"
 assert_match "plain: UTC timestamp, no prefix" "$(head -n1 plain.log)" \
     '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z piniond: starting; release key '
 assert_match "plain: the warning says so" "$(cat plain.log)" \
-    'Z piniond: warning: cannot connect to 127\.0\.0\.1:[0-9]+ yet: '
+    'Z piniond: warning: cannot reach broker b-dead at 127\.0\.0\.1:[0-9]+ '
 
 # metrics_listen: bad values stop piniond at start, with one line.
 for bad in "nonsense" "127.0.0.1:" "no-such-host.invalid:9100"; do
