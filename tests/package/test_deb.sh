@@ -215,6 +215,7 @@ root_install root:mosquitto 0640 "$T/broker-tls/server.key" /etc/pinion/server.k
 root_install root:root 0644 "$T/broker-tls/server.pem" /etc/pinion/server.pem
 sed -e "s|^plugin_opt_database .*|plugin_opt_database $PINION_DB|" \
     -e "s|^listener 8883$|listener $PORT 127.0.0.1|" \
+    -e "s|^plugin_opt_service_address .*|plugin_opt_service_address 127.0.0.1:$PORT|" \
     "$R/usr/share/pinion/mosquitto-pinion.conf" >"$R/etc/mosquitto/conf.d/pinion.conf"
 MQLOG=$R/var/log/mosquitto/mosquitto.log
 # As Debian's mosquitto.service does before ExecStart.
@@ -241,8 +242,7 @@ wait_until 5 test -n "$(ls "$R/var/lib/pinion/trust")" ||
 root_install root:pinion 0640 "$T/svc.key" /etc/pinion/piniond.key
 root_install root:root 0644 "$T/svc.pem" /etc/pinion/piniond.pem
 root_install root:pinion 0640 "$T/rk.priv" /etc/pinion/release.priv
-sed -i -e "s|^database = .*|database = \"$PINION_DB\"|" -e "s|^mqtt_port = .*|mqtt_port = $PORT|" \
-    -e 's|^mqtt_host = .*|mqtt_host = "127.0.0.1"|' \
+sed -i -e "s|^database = .*|database = \"$PINION_DB\"|" \
     -e 's|^#tick_ms = 500|tick_ms = 200|' "$R/etc/pinion/piniond.conf"
 EXEC=$(sed -n 's/^ExecStart=//p' "$UNIT")
 USER_=$(sed -n 's/^User=//p' "$UNIT")
