@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Shared by the benchmark programs. */
 #ifndef PINION_BENCH_H
 #define PINION_BENCH_H

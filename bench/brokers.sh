@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 # Shared by bench/connect_storm.sh and bench/msg_throughput.sh: a throwaway
 # PostgreSQL with the schema, one org, a JITP Device CA and a service

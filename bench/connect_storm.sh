@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Connect storms against whole brokers on this machine, same listener
 # (TLS, require_certificate, port on loopback), same certificates:
 #   (a) plain Mosquitto, `cafile` = the Device CA, no plugin;

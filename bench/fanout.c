@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Release fan-out over several brokers (README "Scaling out", issue 9).
  *
  * Simulates N lightweight devices in one process: one libmosquitto client

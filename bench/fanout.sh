@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Release fan-out over three brokers behind HAProxy (issue 9; README
 # "Scaling out"): runs tests/integration/test_bench_fanout.sh with N
 # simulated devices (default 10,000) against a throwaway PostgreSQL, and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fw_bench ARCHIVE.fw KEY.pub ARTIFACT_DIR [RUNS [IMAGE]]
  *
  * Times, on one archive, the best of RUNS (default 5) of:

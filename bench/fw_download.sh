@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Firmware download over MQTT (docs/protocol.md, "Chunk format"): one reference device takes a
 # release of MIB MiB (default 64) from piniond through Mosquitto with the
 # plugin, on loopback, real TLS.  For each chunk size, prints the time from

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Firmware verification and upload throughput, next to coreutils on the same
 # bytes.  Packs MIB MiB of random data (default 256) with `pinion firmware
 # pack`, then reports, best of RUNS (default 5) with warm caches:

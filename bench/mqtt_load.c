@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A load generator for whole brokers: many MQTT-over-TLS clients with
  * their own client certificates in one process (epoll, non-blocking
  * OpenSSL, bounded concurrency), for comparing Mosquitto with and without

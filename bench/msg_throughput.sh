@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Message throughput through whole brokers on this machine, same listener
 # and certificates: plain Mosquitto (no plugin, so no ACL at all) against
 # Mosquitto + Pinion (every publish and every delivery ACL-checked).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Benchmark of the plugin's decision path, without a broker: builds the
  * in-memory state for N devices with one pinned certificate each (default
  * one million), then measures

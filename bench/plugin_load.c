@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Loads the plugin's state from a real database the way the plugin does at
  * start (streamed rows, one consistent snapshot) and prints the time and
  * memory it took.  Run by bench/plugin_load.sh, which fills a throwaway

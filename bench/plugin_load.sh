@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # How long the plugin takes to load N pinned devices (default 1,000,000)
 # from PostgreSQL at broker start, and how much memory they take.  Starts a
 # throwaway cluster, fills it with SQL, runs bench/plugin_load, stops it.

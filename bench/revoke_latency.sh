@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Revocation latency: N times, a device connects (JITP, pinned), the broker
 # stays quiet for 0.3-1.3 s, `pinion device revoke` runs, and the time until
 # the device sees its connection closed is measured (10 ms polling).  Prints

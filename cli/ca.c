@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pinion ca ...: Device CAs.  `create` and `verification-cert` work on
  * files only (the CA's private key never reaches the database); `code`,
  * `register` and the management commands work on ca_certificates. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Shared plumbing of the pinion CLI: command tables, option parsing, the
  * database connection, and output as a human table or JSON (--json). */
 #ifndef PN_CLI_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pinion deployment ...: which devices get which firmware.  A deployment
  * targets the devices of one product whose tags include its tags, whose
  * firmware version matches its requirement, on the firmware's platform and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pinion device ...: device certificates (offline, from a CA directory or
  * a CSR) and device records (database). */
 #include <errno.h>

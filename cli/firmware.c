@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pinion firmware pack | upload | list | show: the firmware registry.
  *
  * upload verifies an fwup archive against the organisation's registered

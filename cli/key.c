@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pinion key create | register | list: fwup-compatible firmware keys.
  * Private keys stay in files on the operator's machine; only public keys
  * are registered, per organisation, in firmware_keys. */

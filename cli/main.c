@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pinion: the operator's CLI.  main() only dispatches "pinion GROUP CMD"
  * to the table of the group's file (cli/ca.c, cli/device.c, ...); each
  * command parses its own options and prints its own usage. */

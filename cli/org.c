@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pinion org create | pinion product create */
 #include <stdio.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pinion release-key create: the service's manifest-signing key.
  *
  * piniond signs every update manifest (docs/protocol.md, "Manifest and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pinion service ...: certificates granted the service role (read and
  * write all of the topic root).  The plugin also trusts them for TLS, so a
  * service may use a self-signed certificate. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pinion deployment watch ORG NAME: a live view of one rollout, read from
  * the database every --interval seconds until the deployment is finished
  * (no targeted device left without its firmware, none in flight) or the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Turns schema/NNN_name.sql into a C table { version, name, sql } so the
 # migrations travel inside the binary. Run with -DOUT= -DSCHEMA_DIR=.
 file(GLOB files ${SCHEMA_DIR}/*.sql)

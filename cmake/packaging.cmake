@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Install rules beyond the three programs' own, and Debian packages:
 #   cmake --build build && (cd build && cpack -G DEB)
 # makes one package per component, because each runs on a different host

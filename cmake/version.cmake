@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Writes OUT (version.h) with the project's version and, when SRC is a git
 # checkout, its revision.  Run at every build (not only at configure time) so
 # that a binary never claims a revision it was not built from; the file is

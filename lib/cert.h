@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* X.509 identity and policy for Pinion: certificate ids, loading, the
  * checks of docs/protocol.md, "Identities" (key strength, CA flags, extended key usage,
  * signature hash), and creation of CA, device and verification

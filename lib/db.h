@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Thin helpers over libpq: connect, run a parameterised statement, and turn
  * a server error into one sentence.  SQL is always sent with PQexecParams
  * (or, for multi-statement migration text, PQexec of a compiled-in file);

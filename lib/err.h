@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* One human sentence describing why an operation failed.
  *
  * Every fallible libpinion function takes a struct pn_err * (may be NULL)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Small, careful file helpers: whole-file reads with a size cap, exclusive
  * creation (never overwrite a key), and atomic replacement. */
 #ifndef PN_FSUTIL_H

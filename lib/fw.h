@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fwup firmware archives (.fw): verification and metadata (fw_verify.h,
  * the part a device needs), packing (fw_pack.h) and the artifact store
  * (fw_store.h). */

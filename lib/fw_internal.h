@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Internal to the fw_*.c files: what the verification's parts share.  Not
  * installed, not for callers (they include fw.h or fw_verify.h). */
 #ifndef PN_FW_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* meta.conf: fwup's metadata and resource declarations, parsed with
  * libconfuse as fwup does (fw.h). */
 #include "fw_internal.h"

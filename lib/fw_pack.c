@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Packing a signed .fw from an image (fw_pack.h). */
 #include "fw_pack.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Packing a signed fwup archive (.fw) from an image. */
 #ifndef PN_FW_PACK_H
 #define PN_FW_PACK_H

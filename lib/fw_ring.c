@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The reader thread of pn_fw_verify: reads, hashes and copies the archive
  * while libarchive inflates it (fw_internal.h). */
 #include "fw_internal.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The artifact store: verified archives by content address (fw_store.h). */
 #include "fw_store.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The artifact store of verified .fw archives (server side). */
 #ifndef PN_FW_STORE_H
 #define PN_FW_STORE_H

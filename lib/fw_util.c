@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Small helpers shared by the fw_*.c files (fw_internal.h). */
 #include "fw_internal.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fwup's meta-uuid of an archive (fw.h). */
 #include "fw_internal.h"
 

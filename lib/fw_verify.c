@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Verification of a .fw in one pass (fw_verify.h). */
 #include "fw_internal.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fwup firmware archives (.fw): verification and metadata, what a device
  * needs (README, "CLI reference": firmware archives; the uuid:
  * docs/protocol.md, "Identities"); packing is in fw_pack.h, the artifact

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The zip layout of a .fw: its central directory and local headers
  * cross-checked against what the streaming read saw (fw_internal.h). */
 #include "fw_internal.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fwup-compatible Ed25519 firmware keys (docs/protocol.md, "Identities").
  *
  * Files are fwup's: PREFIX.pub holds base64 of the 32-byte public key (44

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Validation of every name that may end up in a topic, a file name or a
  * table: device identifiers, tags, org/product/key names
  * (docs/protocol.md, "Identities").

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Signed update manifests (docs/protocol.md, "Manifest and DSSE"): DSSE
  * envelopes and their payload.
  *

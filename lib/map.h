@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* An open-addressing hash map from byte strings to pointers, keyed with
  * SipHash (libsodium crypto_shorthash) under a per-map random key, so
  * identifiers chosen by clients cannot be used to degrade lookups.

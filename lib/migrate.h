@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Schema migrations compiled from schema/NNN_name.sql (see
  * cmake/embed_schema.cmake), recorded in the schema_migrations table. */
 #ifndef PN_MIGRATE_H

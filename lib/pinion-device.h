@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* libpinion-device: what a device needs to take a firmware update from
  * Pinion (README "Device library").  Signed update manifests and their rules
  * (manifest.h), fwup archive verification (fw_verify.h) and fwup key files

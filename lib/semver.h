@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Semantic Versioning 2.0.0: parsing, precedence, and the version
  * requirements deployments use (NervesHub / Elixir style):
  *   "1.2.3"             exactly that version (same as "== 1.2.3")

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* What a connected client may publish, subscribe to and receive.  Devices
  * get R/<id>/down/# to read and R/<id>/up/# to write, nothing else;
  * service identities get all of R/# and may read $SYS/#.  Decided from the username the plugin

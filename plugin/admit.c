@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The CONNECT decision (docs/protocol.md, "Admission"), made from memory only.
  *
  * Order matters: a pinned certificate is judged by its pin alone (its CA

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Applies what the worker learned from the database to the in-memory
  * state, on the broker's main thread, and says whom to disconnect. */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Rate limiting for the notice lines of denied publishes and subscriptions:
  * the first denial of a client is logged in full, later ones within
  * `interval` seconds are only counted, and the count is reported when the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* $SYS/broker/pinion/...: what the plugin decided and what it holds, for
  * the dashboards and exporters that already read Mosquitto's $SYS tree. */
 #include "metrics.h"

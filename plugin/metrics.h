@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The plugin's counters, published under $SYS/broker/pinion/ (retained,
  * like Mosquitto's own $SYS tree) every sys_interval seconds.  CONNECT and
  * kicks only increment integers here; formatting and publishing happen on

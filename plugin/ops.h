@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Messages between the worker thread and the broker's main thread.
  *
  * Worker -> main: struct pn_op, applied to the state on TICK (apply.c).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pinion_plugin.so: entry points, options and callback registration.  The
  * decisions live in admit.c and acl.c, the database in sync.c (a worker
  * thread), the trust directory in trust.c.  Every callback here runs on

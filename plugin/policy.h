@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The plugin's decisions as pure functions of the in-memory state: who may
  * connect (admit.c) and what a connected client may do (acl.c).  No
  * Mosquitto calls, no I/O: unit-testable and benchmarkable on their own. */

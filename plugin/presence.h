@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Which broker each device is on, and this broker's row in the registry
  * (README "Scaling out").
  *

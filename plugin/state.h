@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The plugin's in-memory picture of the PKI: CAs, devices, pinned
  * certificates and service identities.  Every CONNECT and ACL decision is
  * made from this alone; it is only ever touched on the broker's main

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The plugin's worker thread: its own PostgreSQL connection, LISTEN for
  * changes with a periodic full reload as fallback, the trust directory,
  * and persistence of pins and last-seen marks.  It never calls a broker

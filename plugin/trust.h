@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The trust directory Mosquitto's `capath` points at: every registered CA
  * certificate and every service identity certificate, one PEM file each,
  * named by subject hash as `openssl rehash` would (<hash>.<n>).  Runs on

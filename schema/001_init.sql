@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: Apache-2.0
 -- Pinion schema, version 1.
 -- Applied by `pinion db migrate` inside one transaction.  Certificates are
 -- keyed by their certificate id (lowercase hex SHA-256 of the DER), the

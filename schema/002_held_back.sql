@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: Apache-2.0
 -- A device counts once against its deployment's max-failures, however many
 -- times it is held back: deployments.failures is the number of updates with
 -- held_back set.

@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: Apache-2.0
 -- A service identity can be revoked (`pinion service revoke`, for a leaked
 -- certificate).  The row stays: its name keeps the client ids NAME and
 -- NAME-* reserved, brokers refuse the certificate naming the reason, and

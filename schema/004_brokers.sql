@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: Apache-2.0
 -- Several brokers behind one load balancer (README "Scaling out").
 --
 -- brokers: every broker's plugin upserts its row at start and as a

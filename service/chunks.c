@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Firmware bytes over MQTT (docs/protocol.md, "Chunk format").  A device asks on
  * R/<id>/up/get with {"uuid","offset","length"} and gets R/<id>/down/chunk:
  * "PNC1", the 16-byte uuid, offset (u64) and length (u32), big-endian,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* piniond's configuration file, in the same libconfuse syntax as fwup's
  * meta.conf ("key = value", strings quoted).  See README "piniond". */
 #include <stdarg.h>

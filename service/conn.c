@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* piniond's bottom layer: logging, the database connection, and one MQTT
  * session per live broker of the registry (README "Scaling out").  It
  * calls nothing above it: messages go to pd->on_message, a new database

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Per-device limits: one device must not slow everyone's downloads.
  *
  * Each device has two token buckets (chunk requests, status reports): a

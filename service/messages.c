@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Device messages to piniond, parsed without I/O (see messages.h). */
 #include <stdlib.h>
 #include <string.h>

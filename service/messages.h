@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Parsing of the two messages devices send piniond (docs/protocol.md,
  * "Chunk format" and "Status messages").  Pure functions: no I/O, no logging, no global state, so that they
  * can be unit-tested and fuzzed on their own.  On failure err holds the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* piniond's Prometheus metrics: counters incremented by the main loop
  * (lock-free), and an optional HTTP listener (libmicrohttpd, its own
  * thread) serving them at /metrics together with per-deployment gauges,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* piniond main: configuration, routing of device messages, the loop,
  * signals.  Connections live in conn.c. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* piniond: the release service.  One process: a PostgreSQL connection, one
  * MQTT session per live broker in the registry (as a service identity),
  * and a loop that (1) releases

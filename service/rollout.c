@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Releasing deployments: who gets a manifest, when, and with which
  * sequence number.  Each deployment is handled in one transaction holding
  * its row lock (FOR UPDATE SKIP LOCKED), so concurrent piniond instances

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* What devices report on R/<id>/up/status: their firmware (used to target
  * deployments) and the progress of an update.  A device is done when it
  * reports the released firmware's uuid; a `failed` report costs an attempt,

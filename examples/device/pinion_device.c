@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pinion-device: the reference device client.
  *
  * What a device must do to take firmware from Pinion safely, in order:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Shared by the libFuzzer targets (one per parser of untrusted input, see
  * README "Fuzzing"): a target is one file tests/fuzz/fuzz_NAME.c defining
  * LLVMFuzzerTestOneInput, plus one pinion_fuzz(fuzz_NAME) line in

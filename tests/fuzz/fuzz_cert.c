@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Certificate and CSR ingestion in the CLI (lib/cert.h): `ca register`,
  * `service add` (pn_cert_load = file read + pn_cert_parse), `device cert
  * --csr` (pn_csr_load_key), and the PEM private key of a CA directory

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The .fw reader (lib/fw.h, pn_fw_verify): what `firmware upload` runs on an
  * uploaded archive, against the fixtures' keys (tests/fixtures/fwup
  * prod.pub and debug.pub), so the seeds from the fixtures verify and the

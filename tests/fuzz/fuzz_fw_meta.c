@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* meta.conf parsing (lib/fw.h, pn_fw_meta_parse): fwup's libconfuse syntax,
  * as read from an archive (before the signature is checked, an attacker's
  * text) and from a manifest on the device. */

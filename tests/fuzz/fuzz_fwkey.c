@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fwup key files (lib/fwkey.h): `key register` reads a public key file,
  * `firmware pack` and piniond's release_key a private one.  A key that
  * loads must work: its signatures verify. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Identifiers, tags, names and topic roots (lib/ident.h): every value that
  * may end up in a topic, a file name or a table.  Each validator is checked
  * against a straightforward restatement of its rule. */

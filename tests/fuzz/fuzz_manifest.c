@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Signed update manifests (lib/manifest.h) as the reference device reads
  * them (examples/device/pinion_device.c on_manifest): pn_manifest_open with
  * the release key, pn_manifest_check, then the firmware key over meta.conf.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* piniond's configuration file (service/config.c, pd_config_load): a
  * config that loads holds every required setting, within its range. */
 #include "fuzz.h"

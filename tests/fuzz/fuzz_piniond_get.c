@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* piniond's up/get parser (service/messages.h): what any device may send
  * to fleet/<id>/up/get.  On success the request is well formed (a 36-byte
  * uuid whose hex digits are the 16 bytes chunk headers carry, a positive

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* piniond's up/status parser (service/messages.h): what any device may
  * send to fleet/<id>/up/status.  On success every string is within its
  * limit and free of control characters, and the state is one of docs/protocol.md,

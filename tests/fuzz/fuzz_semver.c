@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* SemVer versions and deployment version requirements (lib/semver.h): what
  * `deployment create --version` validates and piniond matches.  Checks that
  * validation and matching agree: valid <=> pn_semver_req_parse succeeds, an

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the libFuzzer targets (clang, -fsanitize=fuzzer,address,undefined)
 # and runs each for SECONDS on its corpus, after replaying every input saved
 # under regressions/<target>/.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 # Real Mosquitto brokers with the built plugin, for integration tests.
 # Source it after lib.sh:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 # HAProxy (Debian's haproxy) in front of test brokers, as a fleet runs it:
 # mode tcp, TLS passed through (each broker still sees the device's client

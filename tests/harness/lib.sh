@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 # Test library for tests/integration/test_*.sh.  Source it first thing:
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Throwaway PostgreSQL cluster for the integration tests.
 #
 #   pg.sh start STATE_DIR   initdb + start on a private port and unix socket,

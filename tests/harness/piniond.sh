@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 # piniond and reference devices for integration tests.  Source it after
 # lib.sh and broker.sh:

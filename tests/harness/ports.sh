@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 # free_port_in BASE: prints a port in BASE..BASE+999, tried from a random
 # start, on which nothing listens on loopback; returns 1 if none is free.

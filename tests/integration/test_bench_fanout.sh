@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The release fan-out benchmark (bench/fanout.c, README "Scaling out"), run
 # tiny: FANOUT_DEVICES simulated devices (default 20) through HAProxy over
 # three brokers, one deployment to all of them, then the same payloads from

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Device CA registration with proof of possession (docs/protocol.md,
 # "Identities"; README, "CLI reference"):
 # pinion ca create | code | verification-cert | register | list | show |

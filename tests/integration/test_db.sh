@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # pinion db migrate, org create, product create, connection errors and the
 # CLI's usage/exit-status conventions (README, "CLI reference";
 # docs/data-model.md).

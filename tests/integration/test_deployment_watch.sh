@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # A rollout you can watch (issue 11): a 10-device rollout followed by
 #   - `pinion deployment watch` on a terminal (under script(1)): the view
 #     shows the deployment from "10 to go" to "10 up to date, 0 to go", with

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Device certificates (pinion device cert; docs/protocol.md,
 # "Identities"), device records
 # (device create | list | show | tag | revoke) and service identities

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # docs/protocol.md against the code, so the document a device implementer
 # reads cannot drift from what piniond and the reference device do:
 #   - the worked manifest is a valid test vector: the document's own OpenSSL

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The firmware registry through the CLI (README, "CLI reference"): pinion
 # firmware upload | list | show | pack against a real PostgreSQL, with the
 # archives fwup 1.16.0 made ($PINION_FIXTURES/fwup, verdicts in EXPECTED.md)

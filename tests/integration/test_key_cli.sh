@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Firmware keys through the CLI (docs/protocol.md, "Identities"): pinion key create |
 # register | list, with fwup's key files ($PINION_FIXTURES/fwup, made by
 # fwup 1.16.0 itself).

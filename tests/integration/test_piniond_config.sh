@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # piniond's command line and configuration file (README "piniond"): every
 # bad setting stops it at start with exit 1 and one line on stderr naming
 # the file, the setting and what is wrong, before it connects anywhere.

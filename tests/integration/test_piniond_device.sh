@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The reference device against crafted manifests, and piniond against
 # garbage on the devices' up/ topics.
 #   - Manifests published (retained, QoS 1) as the service identity, signed

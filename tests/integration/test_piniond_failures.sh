@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # How piniond handles failure:
 #   - an artifact altered on disk after upload fails the release check: the
 #     deployment is paused with the reason recorded and audited, and no

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # One device cannot slow everyone's downloads (issue 10, part 3).  A hostile
 # device floods piniond with 10,000 chunk requests for firmware not released
 # to it and 5,000 status reports, at QoS 0, as fast as mosquitto_pub sends

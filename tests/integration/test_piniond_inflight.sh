@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Updates in flight that can no longer finish do not hold a deployment's
 # slots for ever (docs/protocol.md, "Rollout rules"):
 #   - a device revoked while in flight: its update is `cancelled`, its

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # piniond's per-device memory stays right with several instances, and its
 # limits are the configured ones:
 #   - two instances share the device messages (shared subscription); both

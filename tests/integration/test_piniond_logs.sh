@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # piniond logs in the form its host expects (issue 11): under systemd, whose
 # journal sets JOURNAL_STREAM to stderr's device:inode, every line carries
 # its syslog level as an sd-daemon "<N>" prefix (no timestamp: the journal

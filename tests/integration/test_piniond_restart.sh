@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # All rollout state lives in PostgreSQL:
 #   - piniond killed with SIGKILL in the middle of a rollout and started
 #     again finishes it, and never issues a (device, sequence) pair twice:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Downloads resume (docs/protocol.md, "Chunk format") on the reference device:
 #   - a device killed with SIGKILL mid-download and started again takes the
 #     same retained manifest again (byte for byte the one it accepted, so no

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # piniond rolls a firmware out to 20 reference devices with --concurrency 5:
 # never more than 5 in flight (polled in the database while it runs), all
 # 20 end on the new firmware with their update complete, each having

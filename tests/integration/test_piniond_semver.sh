@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Deployment version requirements (issue 10, part 5): `deployment create
 # --version` refuses a requirement with an empty "or" branch, which used to
 # match every version; and a requirement stored anyway (by an older CLI or

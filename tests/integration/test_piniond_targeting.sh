@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Targeting: the SemVer requirement, tags, platform and architecture decide
 # who is released; devices failing the requirement, however many come first
 # (more than one page of candidates), never starve an eligible device after

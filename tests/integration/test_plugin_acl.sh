@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # docs/protocol.md, "Topics and access": a device reads only R/<id>/down/# and writes only
 # R/<id>/up/#; a service identity reads and writes all of R/#.  Every check
 # is what a client observes on the wire: SUBACK / PUBACK reason codes and

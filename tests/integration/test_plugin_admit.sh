@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Device admission at CONNECT (docs/protocol.md: "Identities",
 # "Admission", "Registration event") on real Mosquitto
 # brokers with the plugin, as a device or an operator observes it: CONNACK

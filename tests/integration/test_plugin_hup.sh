@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # SIGHUP (config reload): Mosquitto re-authenticates every session; with
 # allow_anonymous false it drops every client without a username.  The
 # plugin gives each admitted device its identifier as username, so devices

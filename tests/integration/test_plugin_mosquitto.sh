@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The plugin on the Mosquitto release under test (README "Mosquitto
 # versions"; scripts/test --mosquitto VERSION picks the broker):
 #   - devices are admitted with the configuration the README gives for that

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Plugin configuration (README, "Deploying the plugin"): a bad or missing option makes the
 # plugin refuse to load, so Mosquitto exits, with a message naming the
 # option; valid non-default options load.  A database that cannot be

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Database outages (docs/protocol.md, "Admission": decisions from memory, fail closed for
 # first connects).  While PostgreSQL is down, pinned devices keep
 # connecting and unknown ones are refused; when it comes back the plugin

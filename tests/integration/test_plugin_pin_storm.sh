@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Issue 13: a first-connect storm (a fleet switched over to Pinion, a
 # broker restarted after CA rotation) is stored in few transactions, and
 # every admitted first connect is durable within a second.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Issue 10, parts 1 and 2: what two brokers decide from memory must not let
 # the database end up breaking a rule.  Two real brokers share the database.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # docs/protocol.md, "Admission": revoking a device, one of its certificates, or a CA with
 # --cascade refuses new connects and kicks live sessions within 1 second,
 # on every broker that shares the database.  Revoking a CA without

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Service identities can be taken back (issue 10, part 4):
 #   - `pinion service revoke NAME` kicks every session of the service (NAME
 #     and NAME-*) on every broker sharing the database within 1 s, and its

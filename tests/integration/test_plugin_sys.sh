@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The plugin's counters under $SYS/broker/pinion/ (issue 11): after 3
 # admitted devices (2 first connects, 1 pinned reconnect) and 2 refused
 # ones (a CA registered without JITP that does not know the device, a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The plugin under Valgrind: it loads, admits (and pins) a device, kicks it
 # on revocation, refuses its reconnect, and unloads at SIGTERM with no
 # memory errors and no definite leak in pinion code.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The service's release key through the CLI (docs/protocol.md,
 # "Manifest and DSSE"; README, "CLI reference"):
 # pinion release-key create --out PREFIX writes an Ed25519 key pair in fwup's

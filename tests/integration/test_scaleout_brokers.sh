@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The broker registry and device presence (README "Scaling out"):
 #   - a broker added while piniond runs is used without restarting it;
 #   - a broker piniond cannot reach (wrong service_address) is reported,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Devices that change broker, and a broker lost (README "Scaling out"):
 #   - a device moved mid-download (disconnected from b1, reconnected to b2)
 #     gets its manifest re-issued on b2 within 2 s of showing up there,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # One fleet over three brokers behind HAProxy (README "Scaling out"):
 #   - 30 reference devices connect through HAProxy (mode tcp, round robin,
 #     TLS passed through), spread over brokers b1, b2, b3, and each broker

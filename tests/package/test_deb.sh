@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The Debian packages, as an operator meets them: `cpack -G DEB` builds
 # pinion-cli, piniond and pinion-mosquitto-plugin; apt installs them into a
 # clean Debian 12 root (debootstrap --variant=minbase), pulling their Depends

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pn-manifest-tool: signs an update manifest (docs/protocol.md,
  * "Manifest and DSSE") from
  * command-line fields and prints its DSSE envelope, one line on stdout, so

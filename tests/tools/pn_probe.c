@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pn-probe: a scripted MQTT client for the integration tests.  It connects
  * with a client certificate, subscribes, publishes, then listens, printing
  * one line per thing a device would observe:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pn-rtt: measures how long a request takes to be answered over MQTT, as
  * a device would see it.  It connects with a client certificate,
  * subscribes to the answer topic, then --count times publishes the request

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Minimal assertions for unit tests: each failed CHECK prints file:line and
  * the expression; main() returns check_done(), non-zero if anything failed. */
 #ifndef PN_CHECK_H

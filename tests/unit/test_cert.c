@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* lib/cert and lib/ident: identifiers (docs/protocol.md, "Identities"), certificate ids,
  * parsing, the key/CA/device policy checks and pinion's own certificates.
  * Hostile certificates are built here with the plain OpenSSL API, so that

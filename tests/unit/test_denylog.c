@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* plugin/denylog.h: at most one logged line per client per interval for
  * denied publishes and subscriptions, with the rest counted and reported
  * when the interval ends. */

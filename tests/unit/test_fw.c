@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* lib/fw: fwup archives.  Every archive of $PINION_FIXTURES/fwup (made by
  * fwup 1.16.0) must get fwup's own verdict and metadata as EXPECTED.md
  * records them; hostile archives built here must each be refused with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* lib/fwkey: fwup key files, key ids and signatures, checked against real
  * fwup 1.16.0 keys and archives in $PINION_FIXTURES/fwup (EXPECTED.md). */
 #include <dirent.h>

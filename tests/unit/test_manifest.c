@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* lib/manifest: DSSE envelopes (PAE, sign, verify) and the update manifest
  * payload (encode, decode, the device's acceptance rule).  DSSE is checked
  * against its spec's test vector and re-verified independently here with

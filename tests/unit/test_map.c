@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* lib/map: the plugin's hash map (keys live inside the values).  Checked
  * against a plain array as the reference model through random puts,
  * replacements, deletes, growth and tombstone purges. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* piniond's parsers of device messages (service/messages.c). */
 #include <sodium.h>
 

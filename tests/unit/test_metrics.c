@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* plugin/metrics.c: counting CONNECT decisions and publishing only what
  * changed, at the configured interval. */
 #include <stdio.h>

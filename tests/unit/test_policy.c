@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* plugin/policy.h: the CONNECT decision (pn_admit_decide, docs/protocol.md,
  * "Admission") and topic access (pn_acl_allows, "Topics and access") as
  * pure functions of an in-memory state filled here directly, with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* SemVer 2.0.0 parsing, precedence and deployment version requirements. */
 #include "check.h"
 #include "semver.h"

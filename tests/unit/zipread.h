@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* One entry of a zip read with libarchive, independently of lib/fw, for
  * unit tests that compare lib/fw's results with the archive's bytes. */
 #ifndef PN_ZIPREAD_H
