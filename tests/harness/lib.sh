@@ -50,6 +50,14 @@
 #   wait_until SECONDS CMD...           poll CMD every 0.1 s until it exits 0;
 #                                       returns 1 on timeout (no result printed)
 #   free_port                           a free TCP port on loopback, 26000-26999
+#   now_ms                              milliseconds since the epoch
+#   has_line FILE ERE                   FILE has a line matching ERE
+#   wait_kicked START_MS FILE...        polls (10 ms, up to 3 s) until every
+#                                       pn-probe output FILE says
+#                                       `disconnected`; prints the ms since
+#                                       START_MS (">3000" and 1 on timeout)
+#   assert_kicked_fast DESC MS          MS (from wait_kicked) is under 1 s,
+#                                       the bound on every kick
 
 if [ -n "${_PN_LIB_LOADED:-}" ]; then
     return 0
@@ -322,6 +330,36 @@ wait_until() {
 
 . "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 free_port() { free_port_in 26000; }
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+has_line() { grep -qE -- "$2" "$1"; }
+
+wait_kicked() {
+    local start=$1 f all
+    shift
+    local deadline=$(($(now_ms) + 3000))
+    while :; do
+        all=1
+        for f in "$@"; do
+            grep -q '^disconnected ' "$f" || { all=0; break; }
+        done
+        if [ "$all" = 1 ]; then
+            echo $(($(now_ms) - start))
+            return 0
+        fi
+        [ "$(now_ms)" -lt "$deadline" ] || { echo ">3000"; return 1; }
+        sleep 0.01
+    done
+}
+
+assert_kicked_fast() {
+    if [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -lt 1000 ]; then
+        pass "$1 (${2} ms)"
+    else
+        fail "$1" "disconnected after $2 ms, expected < 1000 ms"
+    fi
+}
 
 # ---------------------------------------------------------------- exit
 

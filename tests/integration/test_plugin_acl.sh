@@ -28,7 +28,7 @@ setup "$PINION" service add svc svc.pem
 start_broker b1 || bail_out "broker did not start: $OUT"
 
 # Lines of a background probe's output file.
-has_line() { grep -qxF -- "$2" "$1"; }
+has_exact_line() { grep -qxF -- "$2" "$1"; }
 # Waits for a background probe to finish (it ends by itself after --stay).
 wait_probe() { wait "$1" 2>/dev/null || true; }
 
@@ -54,7 +54,7 @@ assert_match "A may subscribe to its own fleet/A/down/# (granted QoS 1)" "$OUT" 
 # a service subscribed to all of fleet/#.
 probe_bg b1 svc svc-watch "$T/watch.out" --v5 --qos 1 --sub 'fleet/#' --stay 4
 watch_pid=$PROBE_PID
-wait_until 5 has_line "$T/watch.out" 'suback fleet/# 1' ||
+wait_until 5 has_exact_line "$T/watch.out" 'suback fleet/# 1' ||
     fail "service subscribed to fleet/#" "$(cat "$T/watch.out")"
 grep -qxF 'suback fleet/# 1' "$T/watch.out" && pass "service may subscribe to fleet/# (granted QoS 1)"
 
@@ -83,8 +83,8 @@ probe_bg b1 devs/A A "$T/a.out" --v5 --qos 1 --sub 'fleet/A/down/#' --sub 'fleet
 a_pid=$PROBE_PID
 probe_bg b1 devs/B B "$T/b.out" --v5 --qos 1 --sub 'fleet/B/down/#' --stay 3
 b_pid=$PROBE_PID
-wait_until 5 has_line "$T/a.out" 'suback fleet/A/down/# 1' || diag "A: $(cat "$T/a.out")"
-wait_until 5 has_line "$T/b.out" 'suback fleet/B/down/# 1' || diag "B: $(cat "$T/b.out")"
+wait_until 5 has_exact_line "$T/a.out" 'suback fleet/A/down/# 1' || diag "A: $(cat "$T/a.out")"
+wait_until 5 has_exact_line "$T/b.out" 'suback fleet/B/down/# 1' || diag "B: $(cat "$T/b.out")"
 
 probe b1 svc svc-pub --v5 --qos 1 --pub 'fleet/B/down/update=for-B-only' \
     --pub 'fleet/B/down/chunk=chunk-for-B' --pub 'fleet/events/x=event' \

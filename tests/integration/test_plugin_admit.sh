@@ -19,7 +19,6 @@ command -v faketime >/dev/null || bail_out "faketime is not installed (scripts/d
 # ------------------------------------------------------------------ helpers
 
 certid() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # Registers the CA in DIR for org acme; extra args go to `ca register`.
 # Sets CAID to its certificate id.

@@ -8,7 +8,6 @@
 . "$PINION_SOURCE/tests/harness/broker.sh"
 
 setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
-has_line() { grep -qE -- "$2" "$1"; }
 
 setup "$PINION" org create acme
 setup "$PINION" product create acme sensor

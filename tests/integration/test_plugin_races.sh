@@ -25,7 +25,6 @@ command -v openssl >/dev/null || bail_out "openssl is not installed"
 
 setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
 certid() { openssl x509 -in "$1" -outform DER | sha256sum | cut -c1-64; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # Registers Device CA NAME (dir NAME/) for acme with JITP into sensor and
 # makes device certificates for the other arguments in NAME-devs/.

@@ -9,9 +9,7 @@
 
 setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
 
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 cert_id() { openssl x509 -in "$1" -outform der | sha256sum | cut -c1-64; }
-has_line() { grep -qE -- "$2" "$1"; }
 
 # Makes Device CA NAME (dir NAME/) registered to acme with JITP, and
 # device certificates for the remaining arguments in NAME-devs/.
@@ -52,34 +50,6 @@ connect_bg() {
     fi
     grep -qx 'connack 0' "$f" || bail_out "$id refused by $b: $(cat "$f") $(tail -3 "${BROKER_LOG[$b]}")"
     wait_until 5 pinned "$id" || bail_out "$id was not pinned"
-}
-
-# Polls (every 10 ms, up to 3 s) until every FILE shows a `disconnected`
-# line; prints the milliseconds between START_MS and the last one seen.
-wait_kicked() {
-    local start=$1 f all
-    shift
-    local deadline=$(($(now_ms) + 3000))
-    while :; do
-        all=1
-        for f in "$@"; do
-            grep -q '^disconnected ' "$f" || { all=0; break; }
-        done
-        if [ "$all" = 1 ]; then
-            echo $(($(now_ms) - start))
-            return 0
-        fi
-        [ "$(now_ms)" -lt "$deadline" ] || { echo ">3000"; return 1; }
-        sleep 0.01
-    done
-}
-
-assert_kicked_fast() { # DESC MS
-    if [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -lt 1000 ]; then
-        pass "$1 (${2} ms)"
-    else
-        fail "$1" "disconnected after $2 ms, expected < 1000 ms"
-    fi
 }
 
 assert_refused() { # DESC BROKER CERTPREFIX ID

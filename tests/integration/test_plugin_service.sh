@@ -18,8 +18,6 @@ command -v faketime >/dev/null || bail_out "faketime is not installed (scripts/d
 
 setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
 certid() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-has_line() { grep -qE -- "$2" "$1"; }
 
 # A self-signed P-256 service certificate NAME.{pem,key}; extra args go
 # before openssl (e.g. faketime -f +2d).
@@ -30,34 +28,6 @@ mksvc() {
         -keyout "$name.key" -out "$name.pem" -days 30 -subj "/CN=$name" \
         -addext extendedKeyUsage=clientAuth -addext basicConstraints=critical,CA:FALSE \
         >/dev/null 2>&1 || bail_out "openssl could not make $name.pem"
-}
-
-# Polls (every 10 ms, up to 3 s) until every FILE shows a `disconnected`
-# line; prints the milliseconds since START_MS.
-wait_kicked() {
-    local start=$1 f all
-    shift
-    local deadline=$(($(now_ms) + 3000))
-    while :; do
-        all=1
-        for f in "$@"; do
-            grep -q '^disconnected ' "$f" || { all=0; break; }
-        done
-        if [ "$all" = 1 ]; then
-            echo $(($(now_ms) - start))
-            return 0
-        fi
-        [ "$(now_ms)" -lt "$deadline" ] || { echo ">3000"; return 1; }
-        sleep 0.01
-    done
-}
-
-assert_kicked_fast() { # DESC MS
-    if [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -lt 1000 ]; then
-        pass "$1 (${2} ms)"
-    else
-        fail "$1" "disconnected after $2 ms, expected < 1000 ms"
-    fi
 }
 
 # connect_bg BROKER CERTPREFIX CLIENTID: a client that stays 20 s, output in

@@ -11,7 +11,6 @@
 command -v valgrind >/dev/null 2>&1 || skip_all "valgrind is not installed"
 
 setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
-has_line() { grep -qE -- "$2" "$1"; }
 
 setup "$PINION" org create acme
 setup "$PINION" product create acme sensor

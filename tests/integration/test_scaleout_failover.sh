@@ -38,7 +38,6 @@ wait_part() {
     done
     return 1
 }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # ------------------------------------------------------- moved mid-download
 o=$("$PINION" device create acme sensor mover --tags mover 2>&1) || bail_out "device create: $o"
