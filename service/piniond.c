@@ -182,6 +182,8 @@ int main(int argc, char **argv)
     if (!probe || mosquitto_tls_set(probe, pd.cfg.ca_file, NULL, pd.cfg.cert_file,
                                     pd.cfg.key_file, NULL) != MOSQ_ERR_SUCCESS) {
         fprintf(stderr, "piniond: cannot use the TLS files (ca_file, cert_file, key_file)\n");
+        mosquitto_destroy(probe);
+        mosquitto_lib_cleanup();
         return 1;
     }
     mosquitto_destroy(probe);
