@@ -51,6 +51,11 @@
  * about 330 devices at most.  Above that the handshakes never went on,
  * the brokers timed them out and the loop spun on the sockets. */
 #define PER_WORKER 250
+/* Statuses a second, all workers together.  The broker queues at most
+ * max_queued_messages (1,000 by default) for piniond's session; 9,800
+ * statuses at once overflowed it ("Outgoing messages are being dropped for
+ * client piniond-p1-b1") and the statuses were lost. */
+#define STATUS_RATE 500
 
 /* In memory shared by the parent and the workers: each worker writes its
  * own devices' flags, the parent counts them. */
@@ -60,6 +65,7 @@ struct dev {
     char id[64];
     int fd;
     volatile bool connecting, connected, got_manifest, got_raw;
+    volatile bool want_status; /* set by the parent: publish a status */
     volatile int retries;
     double retry_at; /* 0: no reconnect pending */
     volatile size_t manifest_len;
@@ -231,7 +237,7 @@ static const char *status_json = "{\"firmware\":{\"uuid\":\"factory\",\"version\
 
 /* A worker: devices [lo, hi), at most `parallel` handshakes at a time,
  * driven by its own epoll loop until the parent says PH_QUIT. */
-static int worker(int lo, int hi, int port, int parallel)
+static int worker(int lo, int hi, int port, int parallel, double status_rate)
 {
     lo_dev = lo, hi_dev = hi;
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -252,8 +258,7 @@ static int worker(int lo, int hi, int port, int parallel)
         mosquitto_message_callback_set(d->mq, on_message);
     }
     int next = lo;
-    bool status_sent = false;
-    double last_misc = now_s();
+    double last_misc = now_s(), status_credit = 0, last_status = now_s();
     while (ctl->phase != PH_QUIT) {
         if (ctl->phase == PH_WAIT) {
             usleep(10000);
@@ -272,15 +277,21 @@ static int worker(int lo, int hi, int port, int parallel)
         }
         /* Statuses after the storm, so that the storm's figure is presence
          * alone (piniond records each status in a transaction). */
-        if (ctl->phase >= PH_STATUS && !status_sent) {
-            for (int i = lo; i < hi; i++) {
+        if (ctl->phase >= PH_STATUS) {
+            status_credit += (now_s() - last_status) * status_rate;
+            status_credit = status_credit > 20 ? 20 : status_credit;
+            last_status = now_s();
+            for (int i = lo; i < hi && status_credit >= 1; i++) {
+                if (!devs[i].want_status)
+                    continue;
+                devs[i].want_status = false;
+                status_credit--;
                 char topic[128];
                 snprintf(topic, sizeof(topic), "fleet/%s/up/status", devs[i].id);
                 mosquitto_publish(devs[i].mq, NULL, topic, (int)strlen(status_json), status_json,
                                   1, false);
                 arm(&devs[i]);
             }
-            status_sent = true;
         }
         pump(20);
         if (now_s() - last_misc > 1) {
@@ -418,7 +429,7 @@ int main(int argc, char **argv)
         pids[w] = fork();
         if (pids[w] == 0) {
             close(PQsocket(db)); /* the parent's session: no Terminate from here */
-            _exit(worker(first, last, port, wpar));
+            _exit(worker(first, last, port, wpar, (double)STATUS_RATE / nworkers));
         }
         if (pids[w] < 0) {
             perror("fanout: fork");
@@ -462,12 +473,34 @@ int main(int argc, char **argv)
 
     /* 2. Fan-out of a release by piniond. */
     if (deploy) {
-        ctl->phase = PH_STATUS; /* the workers publish their devices' statuses */
+        for (int i = 0; i < ndev; i++)
+            devs[i].want_status = true;
+        ctl->phase = PH_STATUS; /* the workers publish their devices' statuses, paced */
         /* Every device's status (firmware 1.0.0) recorded first. */
         char like[80];
         snprintf(like, sizeof(like), "%s%%", prefix);
         const char *v[] = {like};
+        double last_resend = now_s();
         for (;;) {
+            /* A status the broker dropped is asked for again. */
+            if (now_s() - last_resend > (double)ndev / STATUS_RATE + 5) {
+                PGresult *q = PQexecParams(db,
+                                           "SELECT d.identifier FROM device_presence d "
+                                           "LEFT JOIN devices v ON v.identifier = d.identifier "
+                                           "AND v.firmware_version = '1.0.0' "
+                                           "WHERE d.identifier LIKE $1 AND v.identifier IS NULL",
+                                           1, NULL, v, NULL, NULL, 0);
+                int nq = PQresultStatus(q) == PGRES_TUPLES_OK ? PQntuples(q) : 0;
+                for (int k = 0; k < nq; k++) {
+                    int i = atoi(PQgetvalue(q, k, 0) + strlen(prefix));
+                    if (i >= 0 && i < ndev)
+                        devs[i].want_status = true;
+                }
+                if (nq)
+                    fprintf(stderr, "fanout: %d statuses not recorded: sent again\n", nq);
+                PQclear(q);
+                last_resend = now_s();
+            }
             PGresult *r = PQexecParams(db,
                                        "SELECT count(*) FROM devices WHERE identifier LIKE $1 "
                                        "AND firmware_version = '1.0.0'",
