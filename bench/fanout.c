@@ -68,6 +68,7 @@ struct dev {
     volatile bool want_status; /* set by the parent: publish a status */
     volatile int retries;
     double retry_at; /* 0: no reconnect pending */
+    double out_at;   /* until CONNACK: when to ask for "writable" again */
     volatile size_t manifest_len;
 };
 
@@ -122,8 +123,10 @@ static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_me
 static void arm(struct dev *d)
 {
     int fd = mosquitto_socket(d->mq);
-    /* Until CONNACK, writable also means "TCP connected, go on with TLS". */
-    bool out = mosquitto_want_write(d->mq) || !d->connected;
+    /* Until CONNACK, writable also means "TCP connected, go on with TLS";
+     * but a connected socket is always writable, so it is asked for at most
+     * every 5 ms, or the loop spins while the broker answers. */
+    bool out = mosquitto_want_write(d->mq) || (!d->connected && now_s() >= d->out_at);
     struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = d};
     if (fd < 0) {
         d->fd = -1; /* closed: epoll dropped it */
@@ -151,6 +154,8 @@ static void pump(int ms)
         if (mosquitto_loop(d->mq, 0, 10) != MOSQ_ERR_SUCCESS && !d->connected &&
             mosquitto_socket(d->mq) < 0 && !d->retry_at)
             d->retry_at = now_s() + 1;
+        if (!d->connected)
+            d->out_at = now_s() + 0.005;
         arm(d);
     }
 }
@@ -293,7 +298,10 @@ static int worker(int lo, int hi, int port, int parallel, double status_rate)
                 arm(&devs[i]);
             }
         }
-        pump(20);
+        for (int i = lo; i < next; i++)
+            if (devs[i].connecting && devs[i].fd >= 0 && now_s() >= devs[i].out_at)
+                arm(&devs[i]);
+        pump(next > lo && pending ? 5 : 20);
         if (now_s() - last_misc > 1) {
             misc_all();
             last_misc = now_s();
