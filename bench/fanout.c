@@ -2,7 +2,8 @@
 /* Release fan-out over several brokers (README "Scaling out", issue 9).
  *
  * Simulates N lightweight devices in one process: one libmosquitto client
- * each, all driven by one epoll loop, each with its own certificate made
+ * each, driven by worker processes of PER_WORKER devices (one epoll loop
+ * each), each device with its own certificate made
  * here (signed by a registered Device CA) and an SSL_CTX holding just that.
  * Phases, each timed:
  *   1. connect storm through the load balancer: every device connects,
