@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Release fan-out over several brokers (README "Scaling out", issue 9).
  *
- * Simulates N lightweight devices in one process: one libmosquitto client
+ * Simulates N lightweight devices in one program: one libmosquitto client
  * each, driven by worker processes of PER_WORKER devices (one epoll loop
  * each), each device with its own certificate made
  * here (signed by a registered Device CA) and an SSL_CTX holding just that.
