@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Release fan-out over several brokers (README "Scaling out", issue 9).
  *
- * Simulates N lightweight devices in one process: one libmosquitto client
- * each, all driven by one epoll loop, each with its own certificate made
+ * Simulates N lightweight devices in one program: one libmosquitto client
+ * each, driven by worker processes of PER_WORKER devices (one epoll loop
+ * each), each device with its own certificate made
  * here (signed by a registered Device CA) and an SSL_CTX holding just that.
  * Phases, each timed:
  *   1. connect storm through the load balancer: every device connects,
@@ -27,7 +28,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,20 +44,45 @@
 #include "db.h"
 
 #define MAX_RAW 8
+/* Devices per worker process.  libmosquitto 2.0's mosquitto_loop() (the
+ * only call that carries a non-blocking TLS connect on) uses select() and
+ * returns MOSQ_ERR_INVAL for a socket or wake-up socketpair numbered
+ * FD_SETSIZE (1024) or above; every client holds three descriptors (its
+ * socket and a socketpair from mosquitto_new), so one process can drive
+ * about 330 devices at most.  Above that the handshakes never went on,
+ * the brokers timed them out and the loop spun on the sockets. */
+#define PER_WORKER 250
+/* Statuses a second, all workers together.  The broker queues at most
+ * max_queued_messages (1,000 by default) for piniond's session; 9,800
+ * statuses at once overflowed it ("Outgoing messages are being dropped for
+ * client piniond-p1-b1") and the statuses were lost. */
+#define STATUS_RATE 500
 
+/* In memory shared by the parent and the workers: each worker writes its
+ * own devices' flags, the parent counts them. */
 struct dev {
-    struct mosquitto *mq;
+    struct mosquitto *mq; /* the worker's */
     SSL_CTX *ctx;
     char id[64];
     int fd;
-    bool connecting, connected, got_manifest, got_raw;
+    volatile bool connecting, connected, got_manifest, got_raw;
+    volatile bool want_status; /* set by the parent: publish a status */
+    volatile int retries;
     double retry_at; /* 0: no reconnect pending */
-    size_t manifest_len;
+    double out_at;   /* until CONNACK: when to ask for "writable" again */
+    volatile size_t manifest_len;
+};
+
+/* Phases the parent sets for the workers. */
+enum { PH_WAIT, PH_CONNECT, PH_STATUS, PH_RAW, PH_QUIT };
+struct ctl {
+    volatile int phase;
 };
 
 static struct dev *devs;
+static struct ctl *ctl;
 static int ndev, nconnected, nmanifest, nraw, nretries;
-static bool raw_phase;
+static int lo_dev, hi_dev; /* this worker's devices */
 static int ep;
 
 static double now_s(void)
@@ -72,10 +102,7 @@ static void on_connect(struct mosquitto *m, void *arg, int rc)
     char topic[128];
     snprintf(topic, sizeof(topic), "fleet/%s/down/update", d->id);
     mosquitto_subscribe(m, NULL, topic, 1);
-    if (!d->connected) {
-        d->connected = true;
-        nconnected++;
-    }
+    d->connected = true;
     d->connecting = false;
 }
 
@@ -85,15 +112,11 @@ static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_me
     (void)m;
     if (msg->payloadlen <= 0)
         return;
-    if (raw_phase) {
-        if (!d->got_raw) {
-            d->got_raw = true;
-            nraw++;
-        }
+    if (ctl->phase >= PH_RAW) {
+        d->got_raw = true;
     } else if (!d->got_manifest) {
-        d->got_manifest = true;
         d->manifest_len = (size_t)msg->payloadlen;
-        nmanifest++;
+        d->got_manifest = true;
     }
 }
 
@@ -101,8 +124,10 @@ static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_me
 static void arm(struct dev *d)
 {
     int fd = mosquitto_socket(d->mq);
-    /* Until CONNACK, writable also means "TCP connected, go on with TLS". */
-    bool out = mosquitto_want_write(d->mq) || !d->connected;
+    /* Until CONNACK, writable also means "TCP connected, go on with TLS";
+     * but a connected socket is always writable, so it is asked for at most
+     * every 5 ms, or the loop spins while the broker answers. */
+    bool out = mosquitto_want_write(d->mq) || (!d->connected && now_s() >= d->out_at);
     struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = d};
     if (fd < 0) {
         d->fd = -1; /* closed: epoll dropped it */
@@ -130,6 +155,8 @@ static void pump(int ms)
         if (mosquitto_loop(d->mq, 0, 10) != MOSQ_ERR_SUCCESS && !d->connected &&
             mosquitto_socket(d->mq) < 0 && !d->retry_at)
             d->retry_at = now_s() + 1;
+        if (!d->connected)
+            d->out_at = now_s() + 0.005;
         arm(d);
     }
 }
@@ -137,16 +164,16 @@ static void pump(int ms)
 static void misc_all(void)
 {
     double now = now_s();
-    for (int i = 0; i < ndev; i++) {
+    for (int i = lo_dev; i < hi_dev; i++) {
         struct dev *d = &devs[i];
         if (d->retry_at && now >= d->retry_at) {
             d->retry_at = 0;
-            nretries++;
+            d->retries++;
             mosquitto_reconnect_async(d->mq);
             arm(d);
         }
     }
-    for (int i = 0; i < ndev; i++)
+    for (int i = lo_dev; i < hi_dev; i++)
         if (devs[i].fd >= 0) {
             mosquitto_loop_misc(devs[i].mq);
             arm(&devs[i]);
@@ -186,18 +213,107 @@ static int presence_rows(PGconn *db, const char *prefix)
     return n;
 }
 
+/* The parent's view of the workers' devices. */
+static void recount(void)
+{
+    int c = 0, m = 0, r = 0, t = 0;
+    for (int i = 0; i < ndev; i++) {
+        c += devs[i].connected;
+        m += devs[i].got_manifest;
+        r += devs[i].got_raw;
+        t += devs[i].retries;
+    }
+    nconnected = c, nmanifest = m, nraw = r, nretries = t;
+}
+
 /* Waits until *count reaches target or the deadline; returns the time. */
 static double wait_for(int *count, int target, double deadline)
 {
-    double last_misc = now_s();
+    recount();
     while (*count < target && now_s() < deadline) {
-        pump(50);
+        usleep(5000);
+        recount();
+    }
+    return now_s();
+}
+
+static const char *status_json = "{\"firmware\":{\"uuid\":\"factory\",\"version\":\"1.0.0\","
+                                 "\"product\":\"sensor\",\"platform\":\"rpi4\",\"architecture\":"
+                                 "\"aarch64\"},\"state\":\"idle\",\"progress\":0}";
+
+/* A worker: devices [lo, hi), at most `parallel` handshakes at a time,
+ * driven by its own epoll loop until the parent says PH_QUIT. */
+static int worker(int lo, int hi, int port, int parallel, double status_rate)
+{
+    lo_dev = lo, hi_dev = hi;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        return 1;
+    for (int i = lo; i < hi; i++) {
+        struct dev *d = &devs[i];
+        d->mq = mosquitto_new(d->id, true, d);
+        if (!d->mq) {
+            fprintf(stderr, "fanout: cannot make device %s\n", d->id);
+            return 1;
+        }
+        /* Ours as it is: libmosquitto's defaults would want a cafile. */
+        mosquitto_int_option(d->mq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
+        mosquitto_void_option(d->mq, MOSQ_OPT_SSL_CTX, d->ctx);
+        mosquitto_connect_callback_set(d->mq, on_connect);
+        mosquitto_message_callback_set(d->mq, on_message);
+    }
+    int next = lo;
+    double last_misc = now_s(), status_credit = 0, last_status = now_s();
+    while (ctl->phase != PH_QUIT) {
+        if (ctl->phase == PH_WAIT) {
+            usleep(10000);
+            continue;
+        }
+        int pending = 0;
+        for (int i = lo; i < next; i++)
+            pending += devs[i].connecting;
+        for (; next < hi && pending < parallel; next++, pending++) {
+            devs[next].connecting = true;
+            int crc = mosquitto_connect_async(devs[next].mq, "127.0.0.1", port, 300);
+            if (crc != MOSQ_ERR_SUCCESS)
+                fprintf(stderr, "fanout: %s: connect: %s\n", devs[next].id,
+                        mosquitto_strerror(crc));
+            arm(&devs[next]);
+        }
+        /* Statuses after the storm, so that the storm's figure is presence
+         * alone (piniond records each status in a transaction). */
+        if (ctl->phase >= PH_STATUS) {
+            status_credit += (now_s() - last_status) * status_rate;
+            status_credit = status_credit > 20 ? 20 : status_credit;
+            last_status = now_s();
+            for (int i = lo; i < hi && status_credit >= 1; i++) {
+                if (!devs[i].want_status)
+                    continue;
+                devs[i].want_status = false;
+                status_credit--;
+                char topic[128];
+                snprintf(topic, sizeof(topic), "fleet/%s/up/status", devs[i].id);
+                mosquitto_publish(devs[i].mq, NULL, topic, (int)strlen(status_json), status_json,
+                                  1, false);
+                arm(&devs[i]);
+            }
+        }
+        for (int i = lo; i < next; i++)
+            if (devs[i].connecting && devs[i].fd >= 0 && now_s() >= devs[i].out_at)
+                arm(&devs[i]);
+        pump(next > lo && pending ? 5 : 20);
         if (now_s() - last_misc > 1) {
             misc_all();
             last_misc = now_s();
         }
     }
-    return now_s();
+    for (int i = lo; i < hi; i++) {
+        mosquitto_disconnect(devs[i].mq);
+        mosquitto_loop_write(devs[i].mq, 1);
+        mosquitto_destroy(devs[i].mq);
+    }
+    return 0;
 }
 
 static void usage(void)
@@ -289,9 +405,10 @@ int main(int argc, char **argv)
         return 1;
     }
     mosquitto_lib_init();
-    ep = epoll_create1(EPOLL_CLOEXEC);
-    devs = calloc((size_t)ndev, sizeof(*devs));
-    if (!devs || ep < 0)
+    devs = mmap(NULL, (size_t)ndev * sizeof(*devs), PROT_READ | PROT_WRITE,
+                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ctl = mmap(NULL, sizeof(*ctl), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (devs == MAP_FAILED || ctl == MAP_FAILED)
         return 1;
 
     double t0 = now_s();
@@ -305,18 +422,32 @@ int main(int argc, char **argv)
         d->ctx = x ? device_ctx(cafile, x, key) : NULL;
         X509_free(x);
         EVP_PKEY_free(key);
-        d->mq = d->ctx ? mosquitto_new(d->id, true, d) : NULL;
-        if (!d->mq) {
+        if (!d->ctx) {
             fprintf(stderr, "fanout: cannot make device %s\n", d->id);
             return 1;
         }
-        /* Ours as it is: libmosquitto's defaults would want a cafile. */
-        mosquitto_int_option(d->mq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
-        mosquitto_void_option(d->mq, MOSQ_OPT_SSL_CTX, d->ctx);
-        mosquitto_connect_callback_set(d->mq, on_connect);
-        mosquitto_message_callback_set(d->mq, on_message);
     }
     printf("fanout: %d device certificates made in %.1f s\n", ndev, now_s() - t0);
+    fflush(stdout);
+    fflush(stderr);
+    int nworkers = (ndev + PER_WORKER - 1) / PER_WORKER;
+    int wpar = parallel / nworkers > 0 ? parallel / nworkers : 1;
+    pid_t *pids = calloc((size_t)nworkers, sizeof(*pids));
+    for (int w = 0; w < nworkers; w++) {
+        int first = w * PER_WORKER, last = first + PER_WORKER < ndev ? first + PER_WORKER : ndev;
+        pids[w] = fork();
+        if (pids[w] == 0) {
+            close(PQsocket(db)); /* the parent's session: no Terminate from here */
+            _exit(worker(first, last, port, wpar, (double)STATUS_RATE / nworkers));
+        }
+        if (pids[w] < 0) {
+            perror("fanout: fork");
+            ctl->phase = PH_QUIT;
+            return 1;
+        }
+    }
+    printf("fanout: %d worker processes (%d devices each at most, %d handshakes at a time each)\n",
+           nworkers, PER_WORKER, wpar);
 
     /* The database's transactions with no device around (piniond's ticks,
      * the brokers' heartbeats), over 3 s, to set the storm's figure off. */
@@ -329,27 +460,11 @@ int main(int argc, char **argv)
     long long c0 = commits(db);
     double deadline = now_s() + timeout;
     t0 = now_s();
-    int next = 0;
-    double last_misc = t0;
+    ctl->phase = PH_CONNECT;
     while (nconnected < ndev && now_s() < deadline) {
-        int pending = 0;
-        for (int i = 0; i < next; i++)
-            pending += devs[i].connecting;
-        for (; next < ndev && pending < parallel; next++, pending++) {
-            devs[next].connecting = true;
-            int crc = mosquitto_connect_async(devs[next].mq, "127.0.0.1", port, 300);
-            if (crc != MOSQ_ERR_SUCCESS)
-                fprintf(stderr, "fanout: %s: connect: %s\n", devs[next].id,
-                        mosquitto_strerror(crc));
-            arm(&devs[next]);
-        }
-        pump(20);
-        if (now_s() - last_misc > 1) {
-            misc_all();
-            last_misc = now_s();
-            fprintf(stderr, "fanout: %.0f s: %d connected, %d started, %d retried\n", now_s() - t0,
-                    nconnected, next, nretries);
-        }
+        wait_for(&nconnected, ndev, now_s() + 1);
+        fprintf(stderr, "fanout: %.0f s: %d connected, %d retried\n", now_s() - t0, nconnected,
+                nretries);
     }
     double t_conn = now_s() - t0;
     while (presence_rows(db, prefix) < ndev && now_s() < deadline)
@@ -367,22 +482,34 @@ int main(int argc, char **argv)
 
     /* 2. Fan-out of a release by piniond. */
     if (deploy) {
-        /* Statuses after the storm, so that the storm's figure is presence
-         * alone (piniond records each status in a transaction). */
-        const char *status = "{\"firmware\":{\"uuid\":\"factory\",\"version\":\"1.0.0\","
-                             "\"product\":\"sensor\",\"platform\":\"rpi4\",\"architecture\":"
-                             "\"aarch64\"},\"state\":\"idle\",\"progress\":0}";
-        for (int i = 0; i < ndev; i++) {
-            char topic[128];
-            snprintf(topic, sizeof(topic), "fleet/%s/up/status", devs[i].id);
-            mosquitto_publish(devs[i].mq, NULL, topic, (int)strlen(status), status, 1, false);
-            arm(&devs[i]);
-        }
+        for (int i = 0; i < ndev; i++)
+            devs[i].want_status = true;
+        ctl->phase = PH_STATUS; /* the workers publish their devices' statuses, paced */
         /* Every device's status (firmware 1.0.0) recorded first. */
         char like[80];
         snprintf(like, sizeof(like), "%s%%", prefix);
         const char *v[] = {like};
+        double last_resend = now_s();
         for (;;) {
+            /* A status the broker dropped is asked for again. */
+            if (now_s() - last_resend > (double)ndev / STATUS_RATE + 5) {
+                PGresult *q = PQexecParams(db,
+                                           "SELECT d.identifier FROM device_presence d "
+                                           "LEFT JOIN devices v ON v.identifier = d.identifier "
+                                           "AND v.firmware_version = '1.0.0' "
+                                           "WHERE d.identifier LIKE $1 AND v.identifier IS NULL",
+                                           1, NULL, v, NULL, NULL, 0);
+                int nq = PQresultStatus(q) == PGRES_TUPLES_OK ? PQntuples(q) : 0;
+                for (int k = 0; k < nq; k++) {
+                    int i = atoi(PQgetvalue(q, k, 0) + strlen(prefix));
+                    if (i >= 0 && i < ndev)
+                        devs[i].want_status = true;
+                }
+                if (nq)
+                    fprintf(stderr, "fanout: %d statuses not recorded: sent again\n", nq);
+                PQclear(q);
+                last_resend = now_s();
+            }
             PGresult *r = PQexecParams(db,
                                        "SELECT count(*) FROM devices WHERE identifier LIKE $1 "
                                        "AND firmware_version = '1.0.0'",
@@ -437,7 +564,7 @@ int main(int argc, char **argv)
                 }
                 mosquitto_loop_start(pub[k]);
             }
-            raw_phase = true;
+            ctl->phase = PH_RAW;
             t0 = now_s();
             for (int i = 0; r && i < PQntuples(r); i++) {
                 const char *addr = PQgetvalue(r, i, 1), *colon = strrchr(addr, ':');
@@ -468,13 +595,12 @@ int main(int argc, char **argv)
             free(payload);
         }
     }
-    for (int i = 0; i < ndev; i++) {
-        mosquitto_disconnect(devs[i].mq);
-        mosquitto_loop_write(devs[i].mq, 1);
-        mosquitto_destroy(devs[i].mq);
+    ctl->phase = PH_QUIT;
+    for (int w = 0; w < nworkers; w++)
+        waitpid(pids[w], NULL, 0);
+    free(pids);
+    for (int i = 0; i < ndev; i++)
         SSL_CTX_free(devs[i].ctx);
-    }
-    free(devs);
     X509_free(ca);
     EVP_PKEY_free(cakey);
     PQfinish(db);
