@@ -58,6 +58,13 @@
 #                                       START_MS (">3000" and 1 on timeout)
 #   assert_kicked_fast DESC MS          MS (from wait_kicked) is under 1 s,
 #                                       the bound on every kick
+#   setup CMD...                        CMD must succeed (output dropped), or
+#                                       the script bails out with its stderr
+#   make_ca NAME [ID...]                Device CA NAME/ (ca.pem, ca.key)
+#                                       registered to org acme with proof of
+#                                       possession and JITP into product
+#                                       sensor; certificates for each ID in
+#                                       NAME-devs/
 
 if [ -n "${_PN_LIB_LOADED:-}" ]; then
     return 0
@@ -350,6 +357,20 @@ wait_kicked() {
         fi
         [ "$(now_ms)" -lt "$deadline" ] || { echo ">3000"; return 1; }
         sleep 0.01
+    done
+}
+
+setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
+
+make_ca() {
+    local name=$1 code id
+    shift
+    setup "$PINION" ca create --cn "Test CA $name" --out "$name"
+    code=$("$PINION" ca code acme 2>/dev/null) || bail_out "ca code failed"
+    setup "$PINION" ca verification-cert --ca "$name" --code "$code" --out "$name-v.pem"
+    setup "$PINION" ca register acme "$name/ca.pem" --verification-cert "$name-v.pem" --jitp sensor
+    for id in "$@"; do
+        setup "$PINION" device cert --ca "$name" --id "$id" --out "$name-devs"
     done
 }
 

@@ -7,7 +7,6 @@
 . "$PINION_SOURCE/tests/harness/lib.sh"
 . "$PINION_SOURCE/tests/harness/broker.sh"
 
-setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
 
 # ------------------------------------------------------------------ PKI
 setup "$PINION" org create acme

@@ -12,7 +12,6 @@
 . "$PINION_SOURCE/tests/harness/lib.sh"
 . "$PINION_SOURCE/tests/harness/broker.sh"
 
-setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
 # What the broker said: messages from before its log file is open (e.g.
 # configuration notices) go to its stdout.
 said() { cat "${BROKER_DIR[$1]}/stdout.log" "${BROKER_LOG[$1]}" 2>/dev/null; }

@@ -13,7 +13,6 @@
 . "$PINION_SOURCE/tests/harness/lib.sh"
 . "$PINION_SOURCE/tests/harness/broker.sh"
 
-setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
 
 # ------------------------------------------------ a private cluster, pg2
 PG2_STATE=$T/pg2

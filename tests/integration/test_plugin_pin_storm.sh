@@ -22,7 +22,6 @@ N=300
 LOAD=$PINION_BUILD/bench/mqtt_load
 [ -x "$LOAD" ] || bail_out "$LOAD is not built"
 
-setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
 
 setup "$PINION" org create acme
 setup "$PINION" product create acme sensor

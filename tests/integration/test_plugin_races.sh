@@ -23,22 +23,8 @@
 
 command -v openssl >/dev/null || bail_out "openssl is not installed"
 
-setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
 certid() { openssl x509 -in "$1" -outform DER | sha256sum | cut -c1-64; }
 
-# Registers Device CA NAME (dir NAME/) for acme with JITP into sensor and
-# makes device certificates for the other arguments in NAME-devs/.
-make_ca() {
-    local name=$1 code id
-    shift
-    setup "$PINION" ca create --cn "Races $name" --out "$name"
-    code=$("$PINION" ca code acme 2>/dev/null) || bail_out "ca code failed"
-    setup "$PINION" ca verification-cert --ca "$name" --code "$code" --out "$name-v.pem"
-    setup "$PINION" ca register acme "$name/ca.pem" --verification-cert "$name-v.pem" --jitp sensor
-    for id in "$@"; do
-        setup "$PINION" device cert --ca "$name" --id "$id" --out "$name-devs"
-    done
-}
 
 # hold_lock TABLE SECONDS: a psql session locks TABLE in EXCLUSIVE mode
 # (reads go on, writes wait) for SECONDS; returns once the lock is held.

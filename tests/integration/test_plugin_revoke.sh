@@ -7,23 +7,9 @@
 . "$PINION_SOURCE/tests/harness/lib.sh"
 . "$PINION_SOURCE/tests/harness/broker.sh"
 
-setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
 
 cert_id() { openssl x509 -in "$1" -outform der | sha256sum | cut -c1-64; }
 
-# Makes Device CA NAME (dir NAME/) registered to acme with JITP, and
-# device certificates for the remaining arguments in NAME-devs/.
-make_ca() {
-    local name=$1 code id
-    shift
-    setup "$PINION" ca create --cn "Revoke $name" --out "$name"
-    code=$("$PINION" ca code acme 2>/dev/null) || bail_out "ca code failed"
-    setup "$PINION" ca verification-cert --ca "$name" --code "$code" --out "$name-v.pem"
-    setup "$PINION" ca register acme "$name/ca.pem" --verification-cert "$name-v.pem" --jitp sensor
-    for id in "$@"; do
-        setup "$PINION" device cert --ca "$name" --id "$id" --out "$name-devs"
-    done
-}
 
 setup "$PINION" org create acme
 setup "$PINION" product create acme sensor

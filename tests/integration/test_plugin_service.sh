@@ -16,7 +16,6 @@
 
 command -v faketime >/dev/null || bail_out "faketime is not installed (scripts/deps installs it)"
 
-setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
 certid() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
 
 # A self-signed P-256 service certificate NAME.{pem,key}; extra args go

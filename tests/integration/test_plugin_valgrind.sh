@@ -10,7 +10,6 @@
 # test also runs in the sanitizer build.
 command -v valgrind >/dev/null 2>&1 || skip_all "valgrind is not installed"
 
-setup() { "$@" >/dev/null 2>"$T/.setup.err" || bail_out "setup failed: $* : $(cat "$T/.setup.err")"; }
 
 setup "$PINION" org create acme
 setup "$PINION" product create acme sensor
