@@ -98,8 +98,8 @@ stop_device dev-01
 PROBE_PID=$!
 on_exit "kill $PROBE_PID 2>/dev/null || true"
 wait_file 5 "$T/p.out" '^connack 0' || bail_out "probe did not connect: $(cat "$T/p.out")"
-wait_until 5 test -n "$(sql "SELECT broker_id FROM device_presence WHERE identifier = 'dev-01'")" ||
-    fail "dev-01's presence was recorded"
+dev01_present() { [ -n "$(sql "SELECT broker_id FROM device_presence WHERE identifier = 'dev-01'")" ]; }
+wait_until 5 dev01_present || fail "dev-01's presence was recorded"
 on=$(sql "SELECT broker_id FROM device_presence WHERE identifier = 'dev-01'")
 diag "dev-01 is on broker $on"
 t0=$(date +%s%N)

@@ -235,7 +235,8 @@ assert_match "the plugin's start-up line gives its version" "$(cat "$MQLOG")" \
 # The root's users, by number (the host may name them otherwise).
 uid_of() { awk '/^Uid:/ {print $3}' "/proc/$1/status" 2>/dev/null; }
 assert_eq "the broker runs as mosquitto" "$(uid_of "$MQPID")" "$(in_root id -u mosquitto)"
-wait_until 5 test -n "$(ls "$R/var/lib/pinion/trust")" ||
+trust_written() { [ -n "$(ls "$R/var/lib/pinion/trust")" ]; }
+wait_until 5 trust_written ||
     fail "the plugin wrote the trust directory" "$(ls -la "$R/var/lib/pinion/trust")"
 
 # piniond: the conffile edited as an operator would, then the unit's
