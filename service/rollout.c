@@ -395,7 +395,7 @@ static int pick_page(struct pd *pd, PGresult *dep, const struct fwrow *f, char a
         "   u.penalty_until > now()) OR (u.state = 'expired' AND "
         "   (d.last_seen IS NULL OR d.last_seen <= u.updated_at)))) "
         "  OR u.state IN " PD_INFLIGHT ")) "
-        "ORDER BY d.id LIMIT 500 FOR UPDATE OF d SKIP LOCKED",
+        "ORDER BY d.id LIMIT " PD_STR(CANDIDATES) " FOR UPDATE OF d SKIP LOCKED",
         8, v);
     if (!r)
         return -1;
@@ -644,11 +644,11 @@ int pd_renew(struct pd *pd, time_t issued_before)
                        ? REISSUE_COLUMNS "WHERE u.state IN " PD_INFLIGHT
                                          " AND u.issued_at < to_timestamp($1::bigint) "
                                          "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
-                                         "LIMIT 1000 FOR UPDATE OF u SKIP LOCKED"
+                                         "LIMIT " PD_STR(PD_RENEW_BATCH) " FOR UPDATE OF u SKIP LOCKED"
                        : REISSUE_COLUMNS "WHERE u.state IN " PD_INFLIGHT " "
                                          "AND u.expires_at < now() + make_interval(secs => $1::int) "
                                          "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
-                                         "LIMIT 1000 FOR UPDATE OF u SKIP LOCKED",
+                                         "LIMIT " PD_STR(PD_RENEW_BATCH) " FOR UPDATE OF u SKIP LOCKED",
                    1, v, "renewing manifests");
 }
 
@@ -670,7 +670,7 @@ int pd_follow_moves(struct pd *pd)
                                     "AND u.broker_id IS DISTINCT FROM p.broker_id "
                                     "AND p.broker_id IN (SELECT jsonb_array_elements_text($1::jsonb)) "
                                     "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
-                                    "LIMIT 1000 FOR UPDATE OF u SKIP LOCKED",
+                                    "LIMIT " PD_STR(PD_RENEW_BATCH) " FOR UPDATE OF u SKIP LOCKED",
                     1, v, "re-issuing manifests of devices that moved");
     free(brokers);
     return n;
