@@ -175,16 +175,17 @@ void pn_sync_seen(struct pn_sync *s, const char *identifier, const char *cert_id
     pthread_mutex_unlock(&s->mu);
 }
 
+/* No wake(): a write() on the broker's thread at every CONNECT and
+ * DISCONNECT would buy nothing, since the worker passes at least every
+ * 100 ms and flushes presence at most that often anyway. */
 void pn_sync_connected(struct pn_sync *s, const char *identifier, const void *client)
 {
     pn_presence_connected(s->presence, identifier, client);
-    wake(s);
 }
 
 void pn_sync_disconnected(struct pn_sync *s, const char *identifier, const void *client)
 {
     pn_presence_disconnected(s->presence, identifier, client);
-    wake(s);
 }
 
 bool pn_sync_ready(struct pn_sync *s)
