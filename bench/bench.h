@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Shared by the benchmark programs. */
-#ifndef PINION_BENCH_H
-#define PINION_BENCH_H
+#ifndef PINION_BENCH_BENCH_H
+#define PINION_BENCH_BENCH_H
 
 #include <stdio.h>
 #include <time.h>

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Shared plumbing of the pinion CLI: command tables, option parsing, the
  * database connection, and output as a human table or JSON (--json). */
-#ifndef PN_CLI_H
-#define PN_CLI_H
+#ifndef PINION_CLI_CLI_H
+#define PINION_CLI_CLI_H
 
 #include <jansson.h>
 #include <libpq-fe.h>

@@ -3,8 +3,8 @@
  * checks of docs/protocol.md, "Identities" (key strength, CA flags, extended key usage,
  * signature hash), and creation of CA, device and verification
  * certificates.  Everything here is pure OpenSSL 3; no database. */
-#ifndef PN_CERT_H
-#define PN_CERT_H
+#ifndef PINION_LIB_CERT_H
+#define PINION_LIB_CERT_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -3,8 +3,8 @@
  * a server error into one sentence.  SQL is always sent with PQexecParams
  * (or, for multi-statement migration text, PQexec of a compiled-in file);
  * nothing is ever spliced into SQL text. */
-#ifndef PN_DB_H
-#define PN_DB_H
+#ifndef PINION_LIB_DB_H
+#define PINION_LIB_DB_H
 
 #include <libpq-fe.h>
 

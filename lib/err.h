@@ -4,8 +4,8 @@
  * Every fallible libpinion function takes a struct pn_err * (may be NULL)
  * and, on failure, returns -1 (or NULL) after filling it.  The same
  * sentence reaches the CLI's stderr or the broker's log unchanged. */
-#ifndef PN_ERR_H
-#define PN_ERR_H
+#ifndef PINION_LIB_ERR_H
+#define PINION_LIB_ERR_H
 
 #include <stddef.h>
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Small, careful file helpers: whole-file reads with a size cap, exclusive
  * creation (never overwrite a key), and atomic replacement. */
-#ifndef PN_FSUTIL_H
-#define PN_FSUTIL_H
+#ifndef PINION_LIB_FSUTIL_H
+#define PINION_LIB_FSUTIL_H
 
 #include <stddef.h>
 #include <sys/types.h>

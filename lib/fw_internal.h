@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Internal to the fw_*.c files: what the verification's parts share.  Not
  * installed, not for callers (they include fw.h or fw_verify.h). */
-#ifndef PN_FW_INTERNAL_H
-#define PN_FW_INTERNAL_H
+#ifndef PINION_LIB_FW_INTERNAL_H
+#define PINION_LIB_FW_INTERNAL_H
 
 #include <pthread.h>
 #include <stddef.h>

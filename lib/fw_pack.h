@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Packing a signed fwup archive (.fw) from an image. */
-#ifndef PN_FW_PACK_H
-#define PN_FW_PACK_H
+#ifndef PINION_LIB_FW_PACK_H
+#define PINION_LIB_FW_PACK_H
 
 #include "err.h"
 #include "fw_verify.h"

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The artifact store of verified .fw archives (server side). */
-#ifndef PN_FW_STORE_H
-#define PN_FW_STORE_H
+#ifndef PINION_LIB_FW_STORE_H
+#define PINION_LIB_FW_STORE_H
 
 #include <sys/types.h>
 

@@ -22,8 +22,8 @@
  * 5 (fwup sets no variant bits).  It is therefore covered by the signature.
  *
  * All functions need sodium_init() first. */
-#ifndef PN_FW_VERIFY_H
-#define PN_FW_VERIFY_H
+#ifndef PINION_LIB_FW_VERIFY_H
+#define PINION_LIB_FW_VERIFY_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -9,8 +9,8 @@
  *
  * The key id of a public key is the first 16 lowercase hex characters of the
  * SHA-256 of its 32 raw bytes.  All functions need sodium_init() first. */
-#ifndef PN_FWKEY_H
-#define PN_FWKEY_H
+#ifndef PINION_LIB_FWKEY_H
+#define PINION_LIB_FWKEY_H
 
 #include <stddef.h>
 

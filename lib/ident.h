@@ -3,8 +3,8 @@
  * table: device identifiers, tags, org/product/key names
  * (docs/protocol.md, "Identities").
  * Pure functions; ASCII-only rules, so invalid UTF-8 is refused too. */
-#ifndef PN_IDENT_H
-#define PN_IDENT_H
+#ifndef PINION_LIB_IDENT_H
+#define PINION_LIB_IDENT_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -20,8 +20,8 @@
  *
  * All functions need sodium_init() first.  Fallible ones return 0 / -1 (or a
  * pointer / NULL) and fill err (may be NULL) with one sentence. */
-#ifndef PN_MANIFEST_H
-#define PN_MANIFEST_H
+#ifndef PINION_LIB_MANIFEST_H
+#define PINION_LIB_MANIFEST_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -6,8 +6,8 @@
  * Every key lives inside its value: the map stores only the hash and the
  * value (12 bytes a slot) and asks key_of for the key when a hash matches.
  * A value's key must not change while the value is in the map. */
-#ifndef PN_MAP_H
-#define PN_MAP_H
+#ifndef PINION_LIB_MAP_H
+#define PINION_LIB_MAP_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Schema migrations compiled from schema/NNN_name.sql (see
  * cmake/embed_schema.cmake), recorded in the schema_migrations table. */
-#ifndef PN_MIGRATE_H
-#define PN_MIGRATE_H
+#ifndef PINION_LIB_MIGRATE_H
+#define PINION_LIB_MIGRATE_H
 
 #include <libpq-fe.h>
 

@@ -5,8 +5,10 @@
  * (fwkey.h); errors are one sentence in a struct pn_err (err.h).  Call
  * sodium_init() before anything else.  Link with
  * `pkg-config --cflags --libs pinion-device`. */
-#ifndef PN_PINION_DEVICE_H
-#define PN_PINION_DEVICE_H
+/* The guard names the installed header (<pinion-device/pinion-device.h>), not
+ * its place in this tree as every other guard does (PINION_<DIR>_<FILE>_H). */
+#ifndef PINION_DEVICE_H
+#define PINION_DEVICE_H
 
 #include "err.h"
 #include "fw_verify.h"

@@ -7,8 +7,8 @@
  *             the next line's prereleases are outside, as in Elixir
  *   "a or b"   ("and" binds tighter than "or")
  * Pure functions, no allocation beyond the caller's struct. */
-#ifndef PN_SEMVER_H
-#define PN_SEMVER_H
+#ifndef PINION_LIB_SEMVER_H
+#define PINION_LIB_SEMVER_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -4,8 +4,8 @@
  * can be unit-tested and fuzzed on their own.  On failure err holds the
  * reason as piniond logs it after "ignored chunk request from <id>: " or
  * "ignored status from <id>: ". */
-#ifndef PD_MESSAGES_H
-#define PD_MESSAGES_H
+#ifndef PINION_SERVICE_MESSAGES_H
+#define PINION_SERVICE_MESSAGES_H
 
 #include <stdbool.h>
 #include <stddef.h>

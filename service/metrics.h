@@ -5,8 +5,8 @@
  * which that thread reads at scrape time over its own database connection,
  * so a scrape never holds up releases and costs nothing when nobody
  * scrapes.  Every function accepts a NULL struct pd_metrics (metrics off). */
-#ifndef PINIOND_METRICS_H
-#define PINIOND_METRICS_H
+#ifndef PINION_SERVICE_METRICS_H
+#define PINION_SERVICE_METRICS_H
 
 #include <stdbool.h>
 

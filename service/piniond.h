@@ -6,8 +6,8 @@
  * (2) ingests device status, (3) serves firmware chunks.  Every piece of
  * rollout state lives in PostgreSQL, so a restarted piniond resumes where
  * it stopped and several instances can share the work. */
-#ifndef PINIOND_H
-#define PINIOND_H
+#ifndef PINION_SERVICE_PINIOND_H
+#define PINION_SERVICE_PINIOND_H
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -3,8 +3,8 @@
  * README "Fuzzing"): a target is one file tests/fuzz/fuzz_NAME.c defining
  * LLVMFuzzerTestOneInput, plus one pinion_fuzz(fuzz_NAME) line in
  * tests/fuzz/CMakeLists.txt; run.sh finds it by name. */
-#ifndef PN_FUZZ_H
-#define PN_FUZZ_H
+#ifndef PINION_TESTS_FUZZ_H
+#define PINION_TESTS_FUZZ_H
 
 #include <stdint.h>
 #include <stdio.h>

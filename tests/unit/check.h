@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Minimal assertions for unit tests: each failed CHECK prints file:line and
  * the expression; main() returns check_done(), non-zero if anything failed. */
-#ifndef PN_CHECK_H
-#define PN_CHECK_H
+#ifndef PINION_TESTS_CHECK_H
+#define PINION_TESTS_CHECK_H
 
 #include <stdio.h>
 #include <string.h>

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* One entry of a zip read with libarchive, independently of lib/fw, for
  * unit tests that compare lib/fw's results with the archive's bytes. */
-#ifndef PN_ZIPREAD_H
-#define PN_ZIPREAD_H
+#ifndef PINION_TESTS_ZIPREAD_H
+#define PINION_TESTS_ZIPREAD_H
 
 #include <stdio.h>
 #include <stdlib.h>
