@@ -150,7 +150,7 @@ static int cmd_code(struct cli_ctx *ctx, int argc, char **argv)
     json_t *o = json_pack("{s:s, s:s, s:s}", "code", code, "org", pos[0], "expires_at",
                           PQgetvalue(res, 0, 0));
     PQclear(res);
-    pn_db_audit(ctx->db, "ca.code", pos[0], NULL, NULL);
+    pn_db_audit(ctx->db, NULL, "ca.code", pos[0], NULL);
     if (!ctx->json) {
         printf("%s\n", code);
         fprintf(stderr, "registration code for '%s', single use, valid until %s\n", pos[0],
@@ -423,7 +423,7 @@ static int cmd_register(struct cli_ctx *ctx, int argc, char **argv)
     PQclear(res);
     char detail[256];
     snprintf(detail, sizeof(detail), "{\"org\": \"%s\"}", pos[0]);
-    if (pn_db_audit(ctx->db, "ca.register", id, detail, &err) < 0 ||
+    if (pn_db_audit(ctx->db, &err, "ca.register", id, detail) < 0 ||
         pn_db_commit(ctx->db, &err) < 0) {
         cli_fail_err(&err);
         goto rollback;
@@ -522,7 +522,7 @@ static int set_status(struct cli_ctx *ctx, int argc, char **argv, const char *to
     char action[32], detail[64];
     snprintf(action, sizeof(action), "ca.%s", revoke ? "revoke" : to[0] == 'd' ? "disable" : "enable");
     snprintf(detail, sizeof(detail), "{\"from\": \"%s\", \"cascaded\": %lld}", was, cascaded);
-    if (pn_db_audit(ctx->db, action, id, detail, &err) < 0 || pn_db_commit(ctx->db, &err) < 0)
+    if (pn_db_audit(ctx->db, &err, action, id, detail) < 0 || pn_db_commit(ctx->db, &err) < 0)
         goto fail;
     json_t *o = json_pack("{s:s, s:s, s:s}", "id", id, "previous_status", was, "status", to);
     if (revoke)

@@ -116,7 +116,7 @@ static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
         goto out;
     }
     PQclear(res);
-    pn_db_audit(ctx->db, "deployment.create", pos[2], NULL, NULL);
+    pn_db_audit(ctx->db, NULL, "deployment.create", pos[2], NULL);
     rc = print_deployment(ctx, org_id, pos[2]);
 out:
     free(tags_text);
@@ -156,8 +156,9 @@ static int set_state(struct cli_ctx *ctx, int argc, char **argv, const char *to)
     PQclear(res);
     if (n != 1)
         return cli_fail("no deployment named '%s'", pos[1]);
-    pn_db_audit(ctx->db, strcmp(to, "running") == 0 ? "deployment.start" : "deployment.pause",
-                pos[1], NULL, NULL);
+    pn_db_audit(ctx->db, NULL,
+                strcmp(to, "running") == 0 ? "deployment.start" : "deployment.pause", pos[1],
+                NULL);
     return print_deployment(ctx, org_id, pos[1]);
 }
 

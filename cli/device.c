@@ -168,7 +168,7 @@ static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
         goto out;
     }
     PQclear(res);
-    pn_db_audit(ctx->db, "device.create", pos[2], NULL, NULL);
+    pn_db_audit(ctx->db, NULL, "device.create", pos[2], NULL);
     rc = print_device(ctx, pos[2]);
 out:
     free(tags_text);
@@ -255,8 +255,8 @@ static int cmd_revoke(struct cli_ctx *ctx, int argc, char **argv)
         n = atoll(PQcmdTuples(res));
         PQclear(res);
     }
-    if (pn_db_audit(ctx->db, certarg ? "device.revoke_cert" : "device.revoke",
-                    certarg ? certid : pos[0], NULL, &err) < 0 ||
+    if (pn_db_audit(ctx->db, &err, certarg ? "device.revoke_cert" : "device.revoke",
+                    certarg ? certid : pos[0], NULL) < 0 ||
         pn_db_commit(ctx->db, &err) < 0)
         goto fail;
     json_t *o = json_pack("{s:s, s:s, s:I}", "identifier", pos[0], "revoked",
@@ -333,7 +333,7 @@ static int cmd_tag(struct cli_ctx *ctx, int argc, char **argv)
         cli_fail("no device '%s'", ident);
         goto out;
     }
-    pn_db_audit(ctx->db, "device.tag", ident, NULL, NULL);
+    pn_db_audit(ctx->db, NULL, "device.tag", ident, NULL);
     rc = print_device(ctx, ident);
 out:
     json_decref(add);

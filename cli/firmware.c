@@ -278,7 +278,7 @@ static int cmd_fw_upload(struct cli_ctx *ctx, int argc, char **argv)
                                info.sha256_hex);
     char *detail_text = cli_json_text(detail);
     json_decref(detail);
-    int ok = pn_db_audit(ctx->db, "firmware.upload", info.meta.uuid, detail_text, &err) == 0;
+    int ok = pn_db_audit(ctx->db, &err, "firmware.upload", info.meta.uuid, detail_text) == 0;
     free(detail_text);
     /* The file appears under its name before the row is committed: a crash
      * in between leaves an unreferenced file, never a row without one. */

@@ -97,7 +97,7 @@ static int cmd_key_register(struct cli_ctx *ctx, int argc, char **argv)
     json_t *detail = json_pack("{s:s, s:s}", "org", org, "key_id", key_id);
     char *detail_text = cli_json_text(detail);
     json_decref(detail);
-    int ok = pn_db_audit(ctx->db, "key.register", name, detail_text, &err) == 0 &&
+    int ok = pn_db_audit(ctx->db, &err, "key.register", name, detail_text) == 0 &&
              pn_db_commit(ctx->db, &err) == 0;
     free(detail_text);
     if (!ok) {

@@ -25,7 +25,7 @@ static int cmd_org_create(struct cli_ctx *ctx, int argc, char **argv)
             return cli_fail("organisation '%s' already exists", pos[0]);
         return cli_fail_err(&err);
     }
-    pn_db_audit(ctx->db, "org.create", pos[0], NULL, NULL);
+    pn_db_audit(ctx->db, NULL, "org.create", pos[0], NULL);
     json_t *rows = cli_rows(res);
     PQclear(res);
     cli_print_obj(ctx, json_incref(json_array_get(rows, 0)));
@@ -55,7 +55,7 @@ static int cmd_product_create(struct cli_ctx *ctx, int argc, char **argv)
             return cli_fail("organisation '%s' already has a product '%s'", pos[0], pos[1]);
         return cli_fail_err(&err);
     }
-    pn_db_audit(ctx->db, "product.create", pos[1], NULL, NULL);
+    pn_db_audit(ctx->db, NULL, "product.create", pos[1], NULL);
     json_t *rows = cli_rows(res);
     PQclear(res);
     cli_print_obj(ctx, json_incref(json_array_get(rows, 0)));

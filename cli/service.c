@@ -78,7 +78,7 @@ static int cmd_add(struct cli_ctx *ctx, int argc, char **argv)
             cli_fail_err(&err);
         goto out;
     }
-    pn_db_audit(ctx->db, "service.add", id, NULL, NULL);
+    pn_db_audit(ctx->db, NULL, "service.add", id, NULL);
     json_t *rows = cli_rows(res);
     PQclear(res);
     cli_print_obj(ctx, json_incref(json_array_get(rows, 0)));
@@ -151,8 +151,8 @@ static int change(struct cli_ctx *ctx, int argc, char **argv, bool remove)
         pn_db_rollback(ctx->db);
         return cli_fail("out of memory");
     }
-    int ok = pn_db_audit(ctx->db, remove ? "service.remove" : "service.revoke", id, detail_text,
-                         &err) == 0 &&
+    int ok = pn_db_audit(ctx->db, &err, remove ? "service.remove" : "service.revoke", id,
+                         detail_text) == 0 &&
              pn_db_commit(ctx->db, &err) == 0;
     free(detail_text);
     if (!ok)

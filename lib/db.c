@@ -54,7 +54,7 @@ static PGconn *finish_connect(PGconn *db, struct pn_err *err)
 }
 
 /* res if the statement succeeded; else NULL with err (and sqlstate) set. */
-static PGresult *checked(PGconn *db, PGresult *res, char sqlstate[6], struct pn_err *err)
+static PGresult *checked(PGconn *db, struct pn_err *err, PGresult *res, char sqlstate[6])
 {
     if (sqlstate)
         sqlstate[0] = '\0';
@@ -82,13 +82,13 @@ PGresult *pn_db_exec(PGconn *db, struct pn_err *err, const char *sql, int n,
                      const char *const *values, const int *lengths, const int *formats,
                      char sqlstate[6])
 {
-    return checked(db, PQexecParams(db, sql, n, NULL, values, lengths, formats, 0), sqlstate,
-                   err);
+    return checked(db, err, PQexecParams(db, sql, n, NULL, values, lengths, formats, 0),
+                   sqlstate);
 }
 
-int pn_db_prepare(PGconn *db, const char *name, const char *sql, int n, struct pn_err *err)
+int pn_db_prepare(PGconn *db, struct pn_err *err, const char *name, const char *sql, int n)
 {
-    PGresult *res = checked(db, PQprepare(db, name, sql, n, NULL), NULL, err);
+    PGresult *res = checked(db, err, PQprepare(db, name, sql, n, NULL), NULL);
     PQclear(res);
     return res ? 0 : -1;
 }
@@ -96,7 +96,7 @@ int pn_db_prepare(PGconn *db, const char *name, const char *sql, int n, struct p
 PGresult *pn_db_q_prepared(PGconn *db, struct pn_err *err, const char *name, int n,
                            const char *const *values)
 {
-    return checked(db, PQexecPrepared(db, name, n, values, NULL, NULL, 0), NULL, err);
+    return checked(db, err, PQexecPrepared(db, name, n, values, NULL, NULL, 0), NULL);
 }
 
 PGresult *pn_db_q(PGconn *db, struct pn_err *err, const char *sql, int n,
@@ -131,8 +131,8 @@ void pn_db_rollback(PGconn *db)
     PQclear(res);
 }
 
-int pn_db_audit(PGconn *db, const char *action, const char *object,
-                const char *detail_json, struct pn_err *err)
+int pn_db_audit(PGconn *db, struct pn_err *err, const char *action, const char *object,
+                const char *detail_json)
 {
     const char *v[] = {action, object, detail_json ? detail_json : "{}"};
     return pn_db_cmd(db, err,

@@ -37,13 +37,14 @@ PGresult *pn_db_exec(PGconn *db, struct pn_err *err, const char *sql, int n,
                      char sqlstate[6]);
 
 /* Shorthand for text-only parameters and no SQLSTATE interest.  Every
- * pn_db_ function takes the connection, then err, then the statement. */
+ * pn_db_ function that runs something on a connection takes the connection,
+ * then err, then what to run (statement, prepared name, audit entry). */
 PGresult *pn_db_q(PGconn *db, struct pn_err *err, const char *sql, int n,
                   const char *const *values);
 
 /* A statement run often (once per firmware chunk): planned once per
  * connection with pn_db_prepare, then run by name with text parameters. */
-int pn_db_prepare(PGconn *db, const char *name, const char *sql, int n, struct pn_err *err);
+int pn_db_prepare(PGconn *db, struct pn_err *err, const char *name, const char *sql, int n);
 PGresult *pn_db_q_prepared(PGconn *db, struct pn_err *err, const char *name, int n,
                            const char *const *values);
 
@@ -57,7 +58,7 @@ int pn_db_commit(PGconn *db, struct pn_err *err);
 void pn_db_rollback(PGconn *db);
 
 /* Appends a row to audit_log.  detail_json may be NULL ("{}"). */
-int pn_db_audit(PGconn *db, const char *action, const char *object,
-                const char *detail_json, struct pn_err *err);
+int pn_db_audit(PGconn *db, struct pn_err *err, const char *action, const char *object,
+                const char *detail_json);
 
 #endif

@@ -465,7 +465,7 @@ static const struct {
 static int prepare_pin_sql(PGconn *db, struct pn_err *err)
 {
     for (size_t i = 0; i < sizeof(pin_sql) / sizeof(pin_sql[0]); i++)
-        if (pn_db_prepare(db, pin_sql[i].name, pin_sql[i].sql, pin_sql[i].n, err) < 0)
+        if (pn_db_prepare(db, err, pin_sql[i].name, pin_sql[i].sql, pin_sql[i].n) < 0)
             return -1;
     return 0;
 }

@@ -28,16 +28,16 @@ static void put_be(unsigned char *p, uint64_t v, int bytes)
 int pd_chunks_prepare(struct pd *pd, struct pn_err *err)
 {
     /* Planning this join costs ~1 ms, running it ~0.1 ms: plan it once. */
-    if (pn_db_prepare(pd->db, PD_CHUNK_STMT,
+    if (pn_db_prepare(pd->db, err, PD_CHUNK_STMT,
                       "SELECT f.artifact, f.size FROM devices d "
                       "JOIN device_updates u ON u.device_id = d.id "
                       "JOIN deployments dp ON dp.id = u.deployment_id "
                       "JOIN firmware f ON f.id = dp.firmware_id "
                       "WHERE d.identifier = $1 AND d.status = 'active' AND f.uuid = $2 "
                       "AND f.status = 'active' AND u.state IN " PD_INFLIGHT " LIMIT 1",
-                      2, err) < 0)
+                      2) < 0)
         return -1;
-    return pn_db_prepare(pd->db, PD_INFLIGHT_STMT,
+    return pn_db_prepare(pd->db, err, PD_INFLIGHT_STMT,
                          "SELECT f.uuid FROM devices d "
                          "JOIN device_updates u ON u.device_id = d.id "
                          "JOIN deployments dp ON dp.id = u.deployment_id "
@@ -45,7 +45,7 @@ int pd_chunks_prepare(struct pd *pd, struct pn_err *err)
                          "WHERE d.identifier = $1 AND d.status = 'active' "
                          "AND f.status = 'active' AND u.state IN " PD_INFLIGHT
                          " LIMIT " PD_STR(PD_INFLIGHT_MAX),
-                         1, err);
+                         1);
 }
 
 /* Runs a prepared statement, once more after a reconnect if the connection

@@ -194,7 +194,7 @@ static void pause_deployment(struct pd *pd, const char *dep_id, const char *name
               2, v);
     json_t *d = json_pack("{s:s}", "reason", reason);
     char *dt = json_dumps(d, JSON_COMPACT);
-    pn_db_audit(pd->db, "deployment.paused", name, dt, NULL);
+    pn_db_audit(pd->db, NULL, "deployment.paused", name, dt);
     free(dt);
     json_decref(d);
     pd_log(PD_WARNING "deployment %s paused: %s", name, reason);

@@ -134,7 +134,7 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
                               "updated_at = now() WHERE id = $1 AND state = 'running'",
                               2, pv) < 0)
                     goto dberr_r;
-                pn_db_audit(pd->db, "deployment.paused", name, NULL, NULL);
+                pn_db_audit(pd->db, NULL, "deployment.paused", name, NULL);
                 pd_log(PD_WARNING "deployment %s %s", name, reason_text);
             }
         } else if (state && strcmp(state, "idle") != 0 && strcmp(state, "complete") != 0) {
