@@ -13,10 +13,13 @@
 #include <openssl/x509v3.h>
 #include <sodium.h>
 
+#include "args.h"
 #include "cert.h"
 #include "cli.h"
 #include "db.h"
 #include "fsutil.h"
+#include "output.h"
+#include "query.h"
 
 #define CODE_BYTES 32 /* 64 hex characters: fits a CN (ub-common-name 64) */
 

@@ -2,8 +2,11 @@
 /* pinion db migrate */
 #include <stdio.h>
 
+#include "args.h"
 #include "cli.h"
 #include "migrate.h"
+#include "output.h"
+#include "query.h"
 
 static int cmd_migrate(struct cli_ctx *ctx, int argc, char **argv)
 {

@@ -8,8 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "db.h"
+#include "output.h"
+#include "query.h"
 #include "semver.h"
 
 static int parse_count(const char *opt, const char *s, long min, long dflt, long *out)

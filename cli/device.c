@@ -9,11 +9,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "cert.h"
 #include "cli.h"
 #include "db.h"
 #include "fsutil.h"
 #include "ident.h"
+#include "output.h"
+#include "query.h"
 
 static int cmd_cert(struct cli_ctx *ctx, int argc, char **argv)
 {

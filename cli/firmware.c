@@ -14,11 +14,14 @@
 
 #include <sodium.h>
 
+#include "args.h"
 #include "cli.h"
 #include "db.h"
 #include "fw.h"
 #include "ident.h"
 #include "fwkey.h"
+#include "output.h"
+#include "query.h"
 #include "semver.h"
 
 #define DEFAULT_ARTIFACTS "/var/lib/pinion/artifacts"

@@ -6,9 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "db.h"
 #include "fwkey.h"
+#include "output.h"
+#include "query.h"
 
 /* `key create` and `release-key create`: the same Ed25519 key files in
  * fwup's format, for different jobs. */

@@ -10,6 +10,7 @@
 #include <sodium.h>
 
 #include "cli.h"
+#include "output.h"
 #include "version.h"
 
 static const struct cli_group groups[] = {

@@ -3,8 +3,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "db.h"
+#include "output.h"
+#include "query.h"
 
 static int cmd_org_create(struct cli_ctx *ctx, int argc, char **argv)
 {

@@ -10,9 +10,12 @@
 
 #include <openssl/x509v3.h>
 
+#include "args.h"
 #include "cert.h"
 #include "cli.h"
 #include "db.h"
+#include "output.h"
+#include "query.h"
 
 static int cmd_add(struct cli_ctx *ctx, int argc, char **argv)
 {

@@ -14,8 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "cli.h"
 #include "db.h"
+#include "output.h"
+#include "query.h"
 #include "semver.h"
 
 #define EVENTS 5
