@@ -222,8 +222,9 @@ sql "ALTER DATABASE $PINION_TEST_DB SET default_transaction_isolation = 'repeata
 on_exit "sql \"ALTER DATABASE $PINION_TEST_DB RESET default_transaction_isolation\" 2>/dev/null"
 hold_lock device_certificates 2
 probe_bg b1 iso-devs/i1 i1 out/i1 --stay 15
-# b1's worker holds the CA row FOR SHARE and waits to insert the pin ...
-wait_until 10 waiting_in 'INSERT INTO device_certificates%' ||
+# b1's worker holds the CA row FOR SHARE and waits to insert the pin (with its
+# new device: one statement, see persist_new_devices) ...
+wait_until 10 waiting_in '%INSERT INTO device_certificates%' ||
     bail_out "b1 is not storing i1's pin: $(cat out/i1)"
 "$PINION" ca revoke "$ISO_CA" --cascade >"$T/.revoke.out" 2>"$T/.revoke.err" &
 REVOKE_PID=$!
