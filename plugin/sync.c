@@ -766,6 +766,15 @@ static void publish_registration(struct pn_sync *s, const struct pn_pin_req *r,
 
 #define PIN_BATCH 256    /* pins per transaction at most */
 #define PIN_LINGER_MS 20 /* a pin request waits this long for others to share its COMMIT */
+#define PIN_CONFLICTS 20 /* conflicts a pin survives before it is refused */
+
+/* A statement that lost a conflict (serialization failure, deadlock, lock
+ * timeout): the same transaction is likely to pass a moment later. */
+static bool conflict(const char *sqlstate)
+{
+    return !strcmp(sqlstate, "40001") || !strcmp(sqlstate, "40P01") ||
+           !strcmp(sqlstate, "55P03");
+}
 
 /* What became of one pin request in a batch; acted on after COMMIT. */
 struct pin_outcome {
@@ -1165,6 +1174,13 @@ fail:
                 rc = persist_batch(s, &v[i], 1);
             if (rc < 0) /* the rest is retried; those done are done again, idempotently */
                 goto done;
+        } else if (conflict(err.sqlstate) && ++v[0]->conflicts < PIN_CONFLICTS) {
+            /* Not the pin's fault: the device keeps its session and the
+             * batch is retried after PIN_LINGER_MS (persist_pins). */
+            if (v[0]->conflicts == 1)
+                logf_(s, PN_LOG_WARNING, "pinion: storing the pin of %s is retried: %s",
+                      v[0]->identifier, err.msg);
+            rc = -1;
         } else {
             /* The server answered: retrying would fail the same way. */
             unpin(s, v[0], err.msg);
