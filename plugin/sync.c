@@ -1376,6 +1376,9 @@ static void *worker(void *arg)
             lost(s, err.msg);
             continue;
         }
+        const char *conflict = pn_presence_conflict(s->presence);
+        if (conflict)
+            logf_(s, PN_LOG_ERR, "pinion: %s", conflict);
         if (pn_presence_dropped(s->presence))
             logf_(s, PN_LOG_WARNING, "pinion: too many presence marks pending; some were lost");
         if (s->cfg.resync_s > 0 && time(NULL) - s->last_full >= s->cfg.resync_s)
