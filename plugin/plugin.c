@@ -652,33 +652,39 @@ static void log_denial(struct plugin *p, struct mosquitto *client, const char *t
 {
     if (!p->denylog || (access != MOSQ_ACL_WRITE && access != MOSQ_ACL_SUBSCRIBE))
         return;
-    const char *cid = mosquitto_client_id(client), *user = mosquitto_client_username(client);
-    const char *addr = mosquitto_client_address(client);
-    char id[129], what[232], who[200];
-    /* The client chose these bytes: no control characters in the log. */
-    snprintf(id, sizeof(id), "%s", cid ? cid : "");
+    const char *cid = mosquitto_client_id(client);
+    char what[232];
+    /* A flood of denials is counted at the cost of this line and a map
+     * lookup; the rest is formatted only for the lines that are logged. */
     snprintf(what, sizeof(what), "%s '%.200s'",
              access == MOSQ_ACL_WRITE ? "publish to" : "subscription to", topic ? topic : "");
+    if (!pn_denylog_hit(p->denylog, cid ? cid : "", what, time(NULL)))
+        return;
+    const char *user = mosquitto_client_username(client), *addr = mosquitto_client_address(client);
+    char id[129], who[200];
+    /* The client chose these bytes: no control characters in the log. */
+    snprintf(id, sizeof(id), "%s", cid ? cid : "");
     snprintf(who, sizeof(who), "%.128s", user ? user : "-");
-    pn_printable(id);
-    pn_printable(what);
-    pn_printable(who);
-    if (pn_denylog_hit(p->denylog, id, what, time(NULL)))
-        mosquitto_log_printf(MOSQ_LOG_NOTICE,
-                             "pinion: denied %s for client '%s' (user '%s', address %s); "
-                             "further denials of this client are counted for %d s",
-                             what, id, who, addr ? addr : "-", p->deny_log_s);
+    mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                         "pinion: denied %s for client '%s' (user '%s', address %s); "
+                         "further denials of this client are counted for %d s",
+                         pn_printable(what), pn_printable(id), pn_printable(who),
+                         addr ? addr : "-", p->deny_log_s);
 }
 
 static void report_denials(void *arg, const char *client_id, unsigned long count,
                            const char *last_what)
 {
     struct plugin *p = arg;
+    char id[129], what[232];
+    /* Stored as the client sent them (log_denial). */
+    snprintf(id, sizeof(id), "%s", client_id ? client_id : "");
+    snprintf(what, sizeof(what), "%s", last_what);
     if (client_id)
         mosquitto_log_printf(MOSQ_LOG_NOTICE,
                              "pinion: denied %lu more publishes/subscriptions for client '%s' in "
                              "the last %d s (last: %s)",
-                             count, client_id, p->deny_log_s, last_what);
+                             count, pn_printable(id), p->deny_log_s, pn_printable(what));
     else
         mosquitto_log_printf(MOSQ_LOG_NOTICE,
                              "pinion: denied %lu more publishes/subscriptions of other clients "
