@@ -41,7 +41,8 @@ bench_setup() {
     flock -u 8
     exec 8>&-
 
-    bash tests/harness/pg.sh start "$W/pg" >/dev/null
+    # Durable, as in production: a pin counts once its COMMIT is on disk.
+    PINION_PG_DURABLE=1 bash tests/harness/pg.sh start "$W/pg" >/dev/null
     . "$W/pg/pg.env"
     "$PINION_PG_BIN/createdb" -h "$PGHOST" -p "$PGPORT" -U postgres bench
     DB="host=$PGHOST port=$PGPORT user=postgres dbname=bench"

@@ -74,6 +74,8 @@ static PGresult *checked(PGconn *db, struct pn_err *err, PGresult *res, char sql
         msg[strcspn(msg, "\n")] = '\0';
         pn_err_set(err, "database: %s", msg[0] ? msg : "query failed");
     }
+    if (err && state)
+        snprintf(err->sqlstate, sizeof(err->sqlstate), "%s", state);
     PQclear(res);
     return NULL;
 }

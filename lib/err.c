@@ -33,6 +33,7 @@ int pn_err_set(struct pn_err *err, const char *fmt, ...)
         vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
         va_end(ap);
         one_line(err->msg);
+        err->sqlstate[0] = '\0';
     }
     return -1;
 }
@@ -53,6 +54,7 @@ int pn_err_ssl(struct pn_err *err, const char *fmt, ...)
             snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", reason ? reason : buf);
         }
         one_line(err->msg);
+        err->sqlstate[0] = '\0';
     }
     ERR_clear_error();
     return -1;

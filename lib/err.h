@@ -13,6 +13,10 @@
 
 struct pn_err {
     char msg[PN_ERR_MAX];
+    /* The server's SQLSTATE when a database statement failed (lib/db.c),
+     * else "": lets a caller tell a conflict worth retrying (40001, 40P01,
+     * 55P03) from a refusal. */
+    char sqlstate[6];
 };
 
 /* Sets err->msg (printf-style) and returns -1 so callers can

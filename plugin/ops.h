@@ -61,6 +61,7 @@ struct pn_pin_req {
     unsigned char *der;
     int derlen;
     char serial[130], ski[129], aki[129], spki[65], not_before[32], not_after[32];
+    int conflicts; /* transactions lost to a lock or serialization conflict */
 };
 
 void pn_pin_req_free(struct pn_pin_req *r);

@@ -82,6 +82,7 @@ _Static_assert(PN_ERR_AUTH_DELAYED == MOSQ_ERR_AUTH_DELAYED, "MOSQ_ERR_AUTH_DELA
 struct waiting {
     struct waiting *next;
     char *client_id;
+    const void *client; /* presence's session key, never dereferenced */
     X509 *cert;
     time_t until;
 };
@@ -493,7 +494,8 @@ static bool reload_keeps(struct plugin *p, struct mosquitto *client, const char 
 /* Holds a CONNECT until the first load (see struct waiting).  Only a
  * device can wait: its username is its client id, which the decision must
  * then confirm; a service's username depends on the state not loaded yet. */
-static bool wait_for_load(struct plugin *p, struct mosquitto *client, const char *cid, X509 *cert)
+static bool wait_for_load(struct plugin *p, struct mosquitto *client, const char *cid,
+                          X509 *cert)
 {
     if (!pn_ident_valid(cid) || mosquitto_set_username(client, cid) != MOSQ_ERR_SUCCESS)
         return false;
@@ -512,6 +514,7 @@ static bool wait_for_load(struct plugin *p, struct mosquitto *client, const char
     }
     X509_free(w->cert);
     w->cert = cert;
+    w->client = client;
     w->until = time(NULL) + WAIT_LOAD_S;
     return true;
 }
@@ -548,6 +551,9 @@ static bool admit_waiting(struct plugin *p, struct waiting *w, time_t now)
         a.refusal = PN_REFUSED_INTERNAL;
         snprintf(a.reason, sizeof(a.reason), "out of memory while pinning");
     }
+    /* As on_basic_auth does: piniond finds the device on this broker. */
+    if (a.kind != PN_REFUSE)
+        pn_sync_connected(p->sync, a.identifier, w->client);
     pn_metrics_admission(&p->metrics, &a);
     if (a.kind == PN_REFUSE)
         mosquitto_log_printf(MOSQ_LOG_NOTICE, "pinion: refused certificate %s identifier %s: %s",
@@ -646,33 +652,39 @@ static void log_denial(struct plugin *p, struct mosquitto *client, const char *t
 {
     if (!p->denylog || (access != MOSQ_ACL_WRITE && access != MOSQ_ACL_SUBSCRIBE))
         return;
-    const char *cid = mosquitto_client_id(client), *user = mosquitto_client_username(client);
-    const char *addr = mosquitto_client_address(client);
-    char id[129], what[232], who[200];
-    /* The client chose these bytes: no control characters in the log. */
-    snprintf(id, sizeof(id), "%s", cid ? cid : "");
+    const char *cid = mosquitto_client_id(client);
+    char what[232];
+    /* A flood of denials is counted at the cost of this line and a map
+     * lookup; the rest is formatted only for the lines that are logged. */
     snprintf(what, sizeof(what), "%s '%.200s'",
              access == MOSQ_ACL_WRITE ? "publish to" : "subscription to", topic ? topic : "");
+    if (!pn_denylog_hit(p->denylog, cid ? cid : "", what, time(NULL)))
+        return;
+    const char *user = mosquitto_client_username(client), *addr = mosquitto_client_address(client);
+    char id[129], who[200];
+    /* The client chose these bytes: no control characters in the log. */
+    snprintf(id, sizeof(id), "%s", cid ? cid : "");
     snprintf(who, sizeof(who), "%.128s", user ? user : "-");
-    pn_printable(id);
-    pn_printable(what);
-    pn_printable(who);
-    if (pn_denylog_hit(p->denylog, id, what, time(NULL)))
-        mosquitto_log_printf(MOSQ_LOG_NOTICE,
-                             "pinion: denied %s for client '%s' (user '%s', address %s); "
-                             "further denials of this client are counted for %d s",
-                             what, id, who, addr ? addr : "-", p->deny_log_s);
+    mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                         "pinion: denied %s for client '%s' (user '%s', address %s); "
+                         "further denials of this client are counted for %d s",
+                         pn_printable(what), pn_printable(id), pn_printable(who),
+                         addr ? addr : "-", p->deny_log_s);
 }
 
 static void report_denials(void *arg, const char *client_id, unsigned long count,
                            const char *last_what)
 {
     struct plugin *p = arg;
+    char id[129], what[232];
+    /* Stored as the client sent them (log_denial). */
+    snprintf(id, sizeof(id), "%s", client_id ? client_id : "");
+    snprintf(what, sizeof(what), "%s", last_what);
     if (client_id)
         mosquitto_log_printf(MOSQ_LOG_NOTICE,
                              "pinion: denied %lu more publishes/subscriptions for client '%s' in "
                              "the last %d s (last: %s)",
-                             count, client_id, p->deny_log_s, last_what);
+                             count, pn_printable(id), p->deny_log_s, pn_printable(what));
     else
         mosquitto_log_printf(MOSQ_LOG_NOTICE,
                              "pinion: denied %lu more publishes/subscriptions of other clients "
@@ -785,6 +797,19 @@ static int on_disconnect(int event, void *event_data, void *userdata)
     const char *user = mosquitto_client_username(ed->client);
     if (user && pn_ident_valid(user))
         pn_sync_disconnected(p->sync, user, ed->client);
+    /* A client gone while it waited for the first load: its answer must
+     * not record a session that no DISCONNECT would ever end. */
+    for (struct waiting **pp = &p->waiting; *pp;) {
+        struct waiting *w = *pp;
+        if (w->client != ed->client) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        X509_free(w->cert);
+        free(w->client_id);
+        free(w);
+    }
     return MOSQ_ERR_SUCCESS;
 }
 

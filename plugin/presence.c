@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -16,6 +17,8 @@
 #define FLUSH_MS 100        /* marks reach the database within this, in batches */
 #define PENDING_MAX 1000000 /* devices with a mark not yet written */
 #define BATCH 5000          /* devices per statement */
+#define LIVE_S 10           /* a registry row beaten this recently is a running broker's */
+#define CONFLICT_RETRY_S 60 /* a broker_id in use elsewhere: checked and logged this often */
 
 /* The session the broker last admitted for a device (main thread only). */
 struct session {
@@ -34,6 +37,13 @@ struct pn_presence {
     json_t *pending; /* identifier -> [connected 0/1, generation, at_ms]; latest mark wins */
     bool dropped;    /* worker: a mark was lost (PENDING_MAX), logged once */
     long last_flush_ms, last_beat_ms; /* worker */
+    /* Worker: the started_at this run wrote into its registry row ("" when
+     * it holds none), which tells its row from that of another broker
+     * configured with the same broker_id by mistake. */
+    char started[64];
+    char conflict[512]; /* worker: why this broker writes no presence, "" if it does */
+    long conflict_ms;   /* worker: when it was last checked */
+    bool conflict_new;  /* worker: not yet logged */
 };
 
 static long now_ms(clockid_t c)
@@ -138,32 +148,138 @@ void pn_presence_disconnected(struct pn_presence *p, const char *identifier, con
 
 /* ---------------------------------------------------------- worker side */
 
-static int beat(struct pn_presence *p, PGconn *db, bool start, struct pn_err *err)
+static void set_conflict(struct pn_presence *p, const char *address, const char *since)
+{
+    snprintf(p->conflict, sizeof(p->conflict),
+             "broker_id '%s' is in use by another running broker (service address %s, "
+             "registered at %s): this broker records no presence, so piniond sends no updates "
+             "to its devices; give each broker its own plugin_opt_broker_id",
+             p->broker_id, address, since);
+    p->conflict_new = true;
+    p->conflict_ms = now_ms(CLOCK_MONOTONIC);
+    p->started[0] = '\0';
+}
+
+/* The registry row's heartbeat and registration, or 0 when there is none. */
+static int read_row(PGconn *db, const char *id, char hb[64], char started[64], char addr[128],
+                    bool *live, struct pn_err *err)
+{
+    char live_s[16];
+    snprintf(live_s, sizeof(live_s), "%d", LIVE_S);
+    const char *v[] = {id, live_s};
+    PGresult *r = pn_db_q(db, err,
+                          "SELECT heartbeat_at::text, started_at::text, service_address, "
+                          "heartbeat_at > now() - make_interval(secs => $2) "
+                          "FROM brokers WHERE id = $1",
+                          2, v);
+    if (!r)
+        return -1;
+    int n = PQntuples(r);
+    if (n == 1) {
+        snprintf(hb, 64, "%s", PQgetvalue(r, 0, 0));
+        snprintf(started, 64, "%s", PQgetvalue(r, 0, 1));
+        snprintf(addr, 128, "%s", PQgetvalue(r, 0, 2));
+        *live = PQgetvalue(r, 0, 3)[0] == 't';
+    }
+    PQclear(r);
+    return n;
+}
+
+/* Takes the registry row: (re)writes it with a new started_at and deletes
+ * the presence rows a previous run left. */
+static int take_row(struct pn_presence *p, PGconn *db, struct pn_err *err)
 {
     const char *v[] = {p->broker_id, p->service_address};
-    return pn_db_cmd(db, err,
-                     start ? "INSERT INTO brokers (id, service_address) VALUES ($1, $2) "
-                             "ON CONFLICT (id) DO UPDATE SET service_address = $2, "
-                             "started_at = now(), heartbeat_at = now()"
-                           : "INSERT INTO brokers (id, service_address) VALUES ($1, $2) "
-                             "ON CONFLICT (id) DO UPDATE SET service_address = $2, "
-                             "heartbeat_at = now()",
-                     2, v);
+    if (pn_db_begin(db, err) < 0)
+        return -1;
+    PGresult *r = pn_db_q(db, err,
+                          "INSERT INTO brokers (id, service_address) VALUES ($1, $2) "
+                          "ON CONFLICT (id) DO UPDATE SET service_address = $2, "
+                          "started_at = clock_timestamp(), heartbeat_at = now() "
+                          "RETURNING started_at::text",
+                          2, v);
+    if (!r || pn_db_cmd(db, err, "DELETE FROM device_presence WHERE broker_id = $1", 1, v) < 0 ||
+        pn_db_commit(db, err) < 0) {
+        PQclear(r);
+        pn_db_rollback(db);
+        return -1;
+    }
+    snprintf(p->started, sizeof(p->started), "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    p->conflict[0] = '\0';
+    p->last_beat_ms = now_ms(CLOCK_MONOTONIC);
+    return 0;
+}
+
+/* A row beaten within LIVE_S by another run is either a broker that
+ * crashed a moment ago (this one, restarted) or a second broker with the
+ * same broker_id.  Waiting out one heartbeat tells them apart: only a
+ * running broker beats again.  Taking its row would delete its devices'
+ * presence and have piniond send their updates here. */
+static int claim(struct pn_presence *p, PGconn *db, struct pn_err *err)
+{
+    char hb[64], hb2[64], started[64], addr[128];
+    bool live = false;
+    int n = read_row(db, p->broker_id, hb, started, addr, &live, err);
+    if (n < 0)
+        return -1;
+    if (n == 1 && live) {
+        sleep(PN_HEARTBEAT_S + 1);
+        n = read_row(db, p->broker_id, hb2, started, addr, &live, err);
+        if (n < 0)
+            return -1;
+        if (n == 1 && strcmp(hb, hb2) != 0) {
+            set_conflict(p, addr, started);
+            return 0;
+        }
+    }
+    return take_row(p, db, err);
 }
 
 int pn_presence_register(struct pn_presence *p, PGconn *db, struct pn_err *err)
 {
-    const char *v[] = {p->broker_id};
-    if (pn_db_begin(db, err) < 0)
+    return claim(p, db, err);
+}
+
+/* The heartbeat, in the flush's transaction: 1 when this run's own row was
+ * beaten, 0 when it has none (see resolve), -1 on error. */
+static int beat(struct pn_presence *p, PGconn *db, struct pn_err *err)
+{
+    const char *v[] = {p->broker_id, p->service_address, p->started};
+    PGresult *r = pn_db_q(db, err,
+                          "UPDATE brokers SET service_address = $2, heartbeat_at = now() "
+                          "WHERE id = $1 AND started_at = $3::timestamptz",
+                          3, v);
+    if (!r)
         return -1;
-    if (beat(p, db, true, err) < 0 ||
-        pn_db_cmd(db, err, "DELETE FROM device_presence WHERE broker_id = $1", 1, v) < 0 ||
-        pn_db_commit(db, err) < 0) {
-        pn_db_rollback(db);
+    int mine = atoi(PQcmdTuples(r)) == 1;
+    PQclear(r);
+    return mine;
+}
+
+/* This run holds no registry row (it was taken or deleted, or another
+ * broker held it): takes it when no running broker holds it, else records
+ * the conflict. */
+static int resolve(struct pn_presence *p, PGconn *db, struct pn_err *err)
+{
+    char hb[64], started[64], addr[128];
+    bool live = false;
+    int n = read_row(db, p->broker_id, hb, started, addr, &live, err);
+    if (n < 0)
         return -1;
+    if (n == 1 && (live || p->started[0])) {
+        set_conflict(p, addr, started);
+        return 0;
     }
-    p->last_beat_ms = now_ms(CLOCK_MONOTONIC);
-    return 0;
+    return take_row(p, db, err);
+}
+
+const char *pn_presence_conflict(struct pn_presence *p)
+{
+    if (!p->conflict_new)
+        return NULL;
+    p->conflict_new = false;
+    return p->conflict;
 }
 
 /* Puts marks that could not be written back, unless newer ones came. */
@@ -245,12 +361,28 @@ int pn_presence_flush(struct pn_presence *p, PGconn *db, struct pn_err *err)
     if (!marks && !due_beat)
         return 0;
     p->last_flush_ms = now;
+    if (p->conflict[0]) {
+        /* Another broker's devices are in device_presence under this
+         * broker_id: nothing of this one's may go there. */
+        json_decref(marks);
+        if (now - p->conflict_ms < CONFLICT_RETRY_S * 1000L)
+            return 0;
+        p->conflict_ms = now;
+        return resolve(p, db, err);
+    }
     if (pn_db_begin(db, err) < 0)
         goto fail;
-    if ((due_beat && beat(p, db, false, err) < 0) ||
-        (marks && write_marks(p, db, marks, err) < 0) || pn_db_commit(db, err) < 0) {
+    int mine = due_beat ? beat(p, db, err) : 1;
+    if (mine < 0 || (mine && marks && write_marks(p, db, marks, err) < 0) ||
+        (mine ? pn_db_commit(db, err) : (pn_db_rollback(db), 0)) < 0) {
         pn_db_rollback(db);
         goto fail;
+    }
+    if (!mine) {
+        if (marks)
+            put_back(p, marks);
+        json_decref(marks);
+        return resolve(p, db, err);
     }
     if (due_beat)
         p->last_beat_ms = now;
@@ -276,7 +408,15 @@ bool pn_presence_dropped(struct pn_presence *p)
 void pn_presence_unregister(struct pn_presence *p, PGconn *db)
 {
     struct pn_err err;
-    const char *v[] = {p->broker_id};
-    pn_db_cmd(db, &err, "DELETE FROM device_presence WHERE broker_id = $1", 1, v);
-    pn_db_cmd(db, &err, "DELETE FROM brokers WHERE id = $1", 1, v);
+    const char *v[] = {p->broker_id, p->started};
+    /* Only this run's own row and presence: with a broker_id conflict the
+     * rows are another broker's. */
+    if (!p->started[0])
+        return;
+    pn_db_cmd(db, &err,
+              "DELETE FROM device_presence WHERE broker_id = $1 AND EXISTS (SELECT 1 FROM "
+              "brokers WHERE id = $1 AND started_at = $2::timestamptz)",
+              2, v);
+    pn_db_cmd(db, &err, "DELETE FROM brokers WHERE id = $1 AND started_at = $2::timestamptz", 2,
+              v);
 }

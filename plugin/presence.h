@@ -33,12 +33,19 @@ void pn_presence_connected(struct pn_presence *p, const char *identifier, const 
 void pn_presence_disconnected(struct pn_presence *p, const char *identifier, const void *client);
 
 /* Worker thread.  At start: (re)writes this broker's registry row and
- * deletes the presence rows a previous run of it left behind. */
+ * deletes the presence rows a previous run of it left behind.  A row beaten
+ * in the last 10 s is watched for one heartbeat first (up to 3 s): if it is
+ * beaten again, another running broker has this broker_id, and this one
+ * leaves its row and rows alone (pn_presence_conflict). */
 int pn_presence_register(struct pn_presence *p, PGconn *db, struct pn_err *err);
 /* Heartbeat (every PN_HEARTBEAT_S) and the queued marks (every pass that
  * has some), in one transaction.  -1 when the database failed: the marks
  * are kept for the next try. */
 int pn_presence_flush(struct pn_presence *p, PGconn *db, struct pn_err *err);
+/* Worker thread: a message to log when this broker found its broker_id in
+ * use by another running broker (then it writes no presence, and checks
+ * again every minute), once per finding; else NULL. */
+const char *pn_presence_conflict(struct pn_presence *p);
 /* Whether a mark was lost since the last call (too many pending). */
 bool pn_presence_dropped(struct pn_presence *p);
 /* Clean stop: removes this broker's row and its presence rows, so piniond

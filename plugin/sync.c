@@ -424,11 +424,31 @@ fail:
 /* A JITP device that does not exist yet: the new row is ours (locked) until
  * COMMIT.  Nothing returned: it exists, and PIN_SQL_DEVICE locks it. */
 #define PIN_SQL_DEVICE_NEW                                                                         \
-    "WITH ins AS (INSERT INTO devices (identifier, org_id, product_id, tags) VALUES ($1, $2, "     \
-    "$3, ARRAY(SELECT jsonb_array_elements_text($4::jsonb))) ON CONFLICT (identifier) DO "         \
-    "NOTHING RETURNING id, org_id, status, product_id) "                                           \
+    "WITH ins AS (INSERT INTO devices (identifier, org_id, product_id, tags, first_seen, "         \
+    "last_seen) VALUES ($1, $2, $3, ARRAY(SELECT jsonb_array_elements_text($4::jsonb)), now(), "   \
+    "now()) ON CONFLICT (identifier) DO NOTHING RETURNING id, org_id, status, product_id) "        \
     "SELECT ins.id, ins.org_id, ins.status, o.name, ins.product_id FROM ins JOIN orgs o ON "       \
     "o.id = ins.org_id"
+/* The batch's new JITP devices and their pins, by one statement (see
+ * persist_new_devices).  $1: a JSON array of the requests, in identifier
+ * order, one per identifier. */
+#define PIN_SQL_NEW_DEVICES                                                                        \
+    "WITH u AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS u(identifier text, org_id bigint, " \
+    "product_id bigint, tags text, cert_id text, ca_id text, serial text, ski text, aki text, "    \
+    "spki text, not_before timestamptz, not_after timestamptz, der text)), "                       \
+    "dev AS (INSERT INTO devices (identifier, org_id, product_id, tags, first_seen, last_seen) "   \
+    "SELECT identifier, org_id, product_id, ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)), " \
+    "now(), now() FROM u ORDER BY identifier ON CONFLICT (identifier) DO NOTHING RETURNING id, "   \
+    "identifier, org_id, product_id), "                                                            \
+    "pin AS (INSERT INTO device_certificates (id, device_id, ca_id, serial, ski, aki, "            \
+    "spki_sha256, not_before, not_after, der, last_used) SELECT u.cert_id, dev.id, u.ca_id, "      \
+    "u.serial, u.ski, u.aki, u.spki, u.not_before, u.not_after, decode(u.der, 'hex'), now() FROM " \
+    "u JOIN dev USING (identifier) ORDER BY u.cert_id ON CONFLICT (id) DO NOTHING RETURNING id, "  \
+    "device_id, (extract(epoch FROM pinned_at) * 1000)::bigint AS pinned_ms, extract(epoch FROM "  \
+    "not_after)::bigint AS not_after) "                                                            \
+    "SELECT dev.identifier, dev.id, dev.org_id, o.name, dev.product_id, pin.id, pin.pinned_ms, "   \
+    "pin.not_after FROM dev JOIN orgs o ON o.id = dev.org_id LEFT JOIN pin ON pin.device_id = "    \
+    "dev.id"
 #define PIN_SQL_DEVICE                                                                             \
     "SELECT d.id, d.org_id, d.status, o.name, d.product_id FROM devices d JOIN orgs o ON o.id "    \
     "= d.org_id WHERE d.identifier = $1 FOR UPDATE OF d"
@@ -453,6 +473,7 @@ static const struct {
 } pin_sql[] = {
     {"pin_ca_lock", PIN_SQL_CA_LOCK, 1},
     {"pin_stored", PIN_SQL_STORED, 1},
+    {"pin_new_devices", PIN_SQL_NEW_DEVICES, 1},
     {"pin_device_new", PIN_SQL_DEVICE_NEW, 4},
     {"pin_device", PIN_SQL_DEVICE, 1},
     {"pin_rotation", PIN_SQL_ROTATION, 3},
@@ -745,12 +766,22 @@ static void publish_registration(struct pn_sync *s, const struct pn_pin_req *r,
 
 #define PIN_BATCH 256    /* pins per transaction at most */
 #define PIN_LINGER_MS 20 /* a pin request waits this long for others to share its COMMIT */
+#define PIN_CONFLICTS 20 /* conflicts a pin survives before it is refused */
+
+/* A statement that lost a conflict (serialization failure, deadlock, lock
+ * timeout): the same transaction is likely to pass a moment later. */
+static bool conflict(const char *sqlstate)
+{
+    return !strcmp(sqlstate, "40001") || !strcmp(sqlstate, "40P01") ||
+           !strcmp(sqlstate, "55P03");
+}
 
 /* What became of one pin request in a batch; acted on after COMMIT. */
 struct pin_outcome {
     const char *why; /* refused: unpin with this reason (static or in msg) */
     char msg[128];
-    bool stored; /* stored: ops, registration event, log line */
+    bool stored;  /* stored: ops, registration event, log line */
+    bool created; /* its device row was created here, first/last seen set */
     int64_t device_id, org_id, product_id;
     char org[128];
     long long pinned_ms;
@@ -775,7 +806,7 @@ static char *batch_keys(struct pn_pin_req **v, const struct pin_outcome *out, in
         return NULL;
     *p++ = '{';
     for (int i = 0; i < n; i++) {
-        if (what == 'd' && !out[i].stored)
+        if (what == 'd' && (!out[i].stored || out[i].created))
             continue;
         if (p > text + 1)
             *p++ = ',';
@@ -854,7 +885,7 @@ static int persist_one(struct pn_sync *s, const struct pn_pin_req *r, const char
         const char *v[] = {r->identifier, org_id, product_id, r->jitp_tags};
         if (!(res = pn_db_q_prepared(s->db, err, "pin_device_new", 4, v)))
             return -1;
-        created = PQntuples(res) == 1;
+        created = o->created = PQntuples(res) == 1;
     }
     if (!created) {
         PQclear(res);
@@ -931,6 +962,102 @@ static int persist_one(struct pn_sync *s, const struct pn_pin_req *r, const char
     return 0;
 }
 
+/* The common case of a first-connect storm, fast: JITP devices that do
+ * not exist yet, each created with its pin by one statement for the whole
+ * batch instead of two per pin (PostgreSQL's CPU per pin was the largest
+ * cost of a storm beyond TLS, issue 13).  Only requests whose CA row is
+ * locked and active and whose certificate is not stored yet take part, the
+ * first of each identifier (a second certificate for a new device is judged
+ * by the rotation policy in persist_one).  A device row created here has no
+ * pins but its own, so the rotation rule holds; devices are inserted in
+ * identifier order, as persist_one locks them.  done[i] is set for the
+ * requests settled here; the others go through persist_one, which also
+ * sees a device another broker created meanwhile.  0, or -1 (err). */
+static int persist_new_devices(struct pn_sync *s, struct pn_pin_req **v, int n,
+                               const char **status, const char **stored,
+                               struct pin_outcome *out, bool *done, struct pn_err *err)
+{
+    json_t *rows = json_array();
+    char *hex = NULL;
+    int rc = -1, count = 0;
+    if (!rows)
+        goto oom;
+    for (int i = 0; i < n; i++) {
+        const struct pn_pin_req *r = v[i];
+        if (!r->jitp_tags || stored[i] || strcmp(status[i], "active") != 0 ||
+            (i > 0 && strcmp(v[i - 1]->identifier, r->identifier) == 0))
+            continue;
+        if (!(hex = malloc((size_t)r->derlen * 2 + 1)))
+            goto oom;
+        sodium_bin2hex(hex, (size_t)r->derlen * 2 + 1, r->der, (size_t)r->derlen);
+        json_t *row = json_pack("{s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:s?, s:s?, s:s, s:s, s:s, s:s}",
+                                "identifier", r->identifier, "org_id", (json_int_t)r->org_id,
+                                "product_id", (json_int_t)r->product_id, "tags", r->jitp_tags,
+                                "cert_id", r->cert_id, "ca_id", r->ca_id, "serial", r->serial,
+                                "ski", r->ski[0] ? r->ski : NULL, "aki", r->aki[0] ? r->aki : NULL,
+                                "spki", r->spki, "not_before", r->not_before, "not_after",
+                                r->not_after, "der", hex);
+        free(hex);
+        hex = NULL;
+        if (!row || json_array_append_new(rows, row) < 0)
+            goto oom;
+        count++;
+    }
+    if (count == 0) {
+        json_decref(rows);
+        return 0;
+    }
+    char *text = json_dumps(rows, JSON_COMPACT);
+    json_decref(rows);
+    rows = NULL;
+    if (!text)
+        goto oom;
+    const char *pv[] = {text};
+    PGresult *res = pn_db_q_prepared(s->db, err, "pin_new_devices", 1, pv);
+    free(text);
+    if (!res)
+        return -1;
+    rc = 0;
+    for (int row = 0; row < PQntuples(res) && rc == 0; row++) {
+        const char *ident = PQgetvalue(res, row, 0);
+        int i = 0;
+        while (i < n && strcmp(v[i]->identifier, ident) != 0)
+            i++;
+        if (i == n)
+            continue; /* cannot happen: the rows come from the requests */
+        struct pin_outcome *o = &out[i];
+        done[i] = true;
+        o->created = true;
+        o->device_id = col_i64(res, row, 1);
+        o->org_id = col_i64(res, row, 2);
+        snprintf(o->org, sizeof(o->org), "%s", PQgetvalue(res, row, 3));
+        o->product_id = col_i64(res, row, 4);
+        if (!PQgetisnull(res, row, 5) && strcmp(PQgetvalue(res, row, 5), v[i]->cert_id) == 0) {
+            o->stored = true;
+            o->pinned_ms = atoll(PQgetvalue(res, row, 6));
+            o->not_after = (time_t)col_i64(res, row, 7);
+            continue;
+        }
+        /* The certificate was pinned meanwhile, so to another device (this
+         * one is new): the device row made for it must not stay. */
+        o->why = "certificate is pinned to another device";
+        char device_id[24];
+        snprintf(device_id, sizeof(device_id), "%lld", (long long)o->device_id);
+        const char *uv[] = {device_id};
+        PGresult *u = pn_db_q_prepared(s->db, err, "pin_device_undo", 1, uv);
+        if (!u)
+            rc = -1;
+        PQclear(u);
+    }
+    PQclear(res);
+    return rc;
+oom:
+    free(hex);
+    json_decref(rows);
+    pn_err_set(err, "out of memory");
+    return -1;
+}
+
 /* Persists up to PIN_BATCH pins (and their JITP devices) in one
  * transaction: one WAL flush for all of them instead of one each.
  * Returns 0 when done (stored, or refused for good), -1 when the
@@ -959,6 +1086,7 @@ static int persist_batch(struct pn_sync *s, struct pn_pin_req **v, int n)
     struct pin_outcome *out = calloc((size_t)n, sizeof(*out));
     const char **status = calloc((size_t)n, sizeof(*status));
     const char **stored = calloc((size_t)n, sizeof(*stored));
+    bool *done = NULL;
     PGresult *cas = NULL, *known = NULL;
     char *ca_keys = batch_keys(v, NULL, n, 'c'), *cert_keys = batch_keys(v, NULL, n, 'k');
     int rc = 0;
@@ -985,11 +1113,14 @@ static int persist_batch(struct pn_sync *s, struct pn_pin_req **v, int n)
             if (strcmp(PQgetvalue(known, j, 0), v[i]->cert_id) == 0)
                 stored[i] = PQgetvalue(known, j, 1);
     }
-    bool any = false;
+    if (!(done = calloc((size_t)n, sizeof(*done))) ||
+        persist_new_devices(s, v, n, status, stored, out, done, &err) < 0)
+        goto fail;
+    bool any = false; /* a stored pin whose device's last_seen must be set */
     for (int i = 0; i < n; i++) {
-        if (persist_one(s, v[i], status[i], stored[i], &out[i], &err) < 0)
+        if (!done[i] && persist_one(s, v[i], status[i], stored[i], &out[i], &err) < 0)
             goto fail;
-        any |= out[i].stored;
+        any |= out[i].stored && !out[i].created;
     }
     if (any) {
         char *ids = batch_keys(v, out, n, 'd');
@@ -1043,6 +1174,13 @@ fail:
                 rc = persist_batch(s, &v[i], 1);
             if (rc < 0) /* the rest is retried; those done are done again, idempotently */
                 goto done;
+        } else if (conflict(err.sqlstate) && ++v[0]->conflicts < PIN_CONFLICTS) {
+            /* Not the pin's fault: the device keeps its session and the
+             * batch is retried after PIN_LINGER_MS (persist_pins). */
+            if (v[0]->conflicts == 1)
+                logf_(s, PN_LOG_WARNING, "pinion: storing the pin of %s is retried: %s",
+                      v[0]->identifier, err.msg);
+            rc = -1;
         } else {
             /* The server answered: retrying would fail the same way. */
             unpin(s, v[0], err.msg);
@@ -1059,6 +1197,7 @@ done:
     free(out);
     free(status);
     free(stored);
+    free(done);
     return rc;
 }
 
@@ -1237,6 +1376,9 @@ static void *worker(void *arg)
             lost(s, err.msg);
             continue;
         }
+        const char *conflict = pn_presence_conflict(s->presence);
+        if (conflict)
+            logf_(s, PN_LOG_ERR, "pinion: %s", conflict);
         if (pn_presence_dropped(s->presence))
             logf_(s, PN_LOG_WARNING, "pinion: too many presence marks pending; some were lost");
         if (s->cfg.resync_s > 0 && time(NULL) - s->last_full >= s->cfg.resync_s)

@@ -24,6 +24,9 @@
 #
 # Environment: PINION_PG_BIN overrides the bin directory, PINION_PG_USER the
 # unprivileged user used when running as root (default postgres).
+# PINION_PG_DURABLE=1 keeps PostgreSQL's durability settings (fsync,
+# synchronous_commit, full_page_writes on, as a production server runs):
+# benchmarks of what must be durable use it; tests run faster without.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
@@ -215,8 +218,12 @@ do_start() {
     write_env
 
     say "starting PostgreSQL on port $port, socket dir $sock"
-    local opts="-c listen_addresses='' -k $sock -p $port -c fsync=off"
-    opts="$opts -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    local opts="-c listen_addresses='' -k $sock -p $port -c max_connections=200"
+    if [ "${PINION_PG_DURABLE:-0}" = 1 ]; then
+        say "durable: fsync, synchronous_commit and full_page_writes on"
+    else
+        opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    fi
     as_pg env LC_ALL=C LANG=C "$bin/pg_ctl" -D "$data" -l "$log" -w -t 30 -o "$opts" start \
         >"$tmp/pg_ctl.log" 2>&1 ||
         { cat "$tmp/pg_ctl.log" >&2; fail_start "pg_ctl start failed"; }

@@ -9,6 +9,8 @@
 #     every session admitted meanwhile is disconnected, nothing of it is
 #     admitted again, by either broker nor by a restarted one.
 #     Also when the database's default isolation is repeatable read.
+#  3. A lock conflict (lock_timeout) while a pin is stored costs the device
+#     neither its session nor its pin: the pin is stored once the lock goes.
 #  2. rotation same_key: 8 identifiers, each first-connected at once with
 #     two different keys, one on each broker: one pin per identifier is
 #     stored, the other certificate is disconnected and refused from then on.
@@ -97,6 +99,7 @@ make_ca storm "${STORM[@]}"
 DIS=(w1 w2 w3 w4 w5 w6)
 make_ca dis "${DIS[@]}"
 make_ca iso i1
+make_ca lt l1
 ROT=(r1 r2 r3 r4 r5 r6 r7 r8)
 make_ca rot
 for id in "${ROT[@]}"; do
@@ -222,8 +225,9 @@ sql "ALTER DATABASE $PINION_TEST_DB SET default_transaction_isolation = 'repeata
 on_exit "sql \"ALTER DATABASE $PINION_TEST_DB RESET default_transaction_isolation\" 2>/dev/null"
 hold_lock device_certificates 2
 probe_bg b1 iso-devs/i1 i1 out/i1 --stay 15
-# b1's worker holds the CA row FOR SHARE and waits to insert the pin ...
-wait_until 10 waiting_in 'INSERT INTO device_certificates%' ||
+# b1's worker holds the CA row FOR SHARE and waits to insert the pin (with its
+# new device: one statement, see persist_new_devices) ...
+wait_until 10 waiting_in '%INSERT INTO device_certificates%' ||
     bail_out "b1 is not storing i1's pin: $(cat out/i1)"
 "$PINION" ca revoke "$ISO_CA" --cascade >"$T/.revoke.out" 2>"$T/.revoke.err" &
 REVOKE_PID=$!
@@ -335,6 +339,32 @@ for id in "${ROT[@]}"; do
     ROT_WINNER[$id]=$got
     assert_match "$id: one key admitted by b1 and b2, the other refused by both" "$got" '^[AB]$'
 done
+
+# ----------------- 3. a lock conflict does not cost a device its session
+# Operators set lock_timeout; b2's worker then fails with 55P03 while
+# device_certificates is locked, and must retry rather than unpin and kick.
+sql "ALTER DATABASE $PINION_TEST_DB SET lock_timeout = '200ms'"
+on_exit "sql \"ALTER DATABASE $PINION_TEST_DB RESET lock_timeout\" 2>/dev/null"
+restart_broker b2 || bail_out "b2 did not restart: $OUT"
+sql "ALTER DATABASE $PINION_TEST_DB RESET lock_timeout"
+hold_lock device_certificates 2
+probe_bg b2 lt-devs/l1 l1 out/l1 --stay 5
+wait_until 10 grep -qx 'connack 0' out/l1 || bail_out "b2 did not admit l1: $(cat out/l1)"
+wait "$HOLD_PID" 2>/dev/null
+wait_until 5 test "$(sql "SELECT count(*) FROM device_certificates c JOIN devices d ON d.id = c.device_id
+                          WHERE d.identifier = 'l1' AND c.status = 'active'")" = 1
+assert_eq "l1's pin is stored after the lock is released" \
+    "$(sql "SELECT count(*) FROM device_certificates c JOIN devices d ON d.id = c.device_id
+            WHERE d.identifier = 'l1' AND c.status = 'active'")" 1
+if grep -q '^disconnected' out/l1; then
+    fail "l1 keeps its session through the lock conflict" "$(cat out/l1)"
+else
+    pass "l1 keeps its session through the lock conflict"
+fi
+has_log "b2 logs that the pin is retried" \
+    "storing the pin of l1 is retried: database: .*lock timeout"
+probe b1 lt-devs/l1 l1
+assert_eq "b1 admits l1 by its stored pin" "$RC" 0
 
 # ------------------------------------------------ after a broker restart
 restart_broker b1 || bail_out "b1 did not restart: $OUT"

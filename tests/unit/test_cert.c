@@ -119,7 +119,7 @@ static void test_ident(void)
 
 static EVP_PKEY *gen(const char *type)
 {
-    struct pn_err err = {{0}};
+    struct pn_err err = {0};
     EVP_PKEY *k = pn_key_generate(type, &err);
     if (!k) {
         fprintf(stderr, "pn_key_generate(%s): %s\n", type, err.msg);
@@ -131,7 +131,7 @@ static EVP_PKEY *gen(const char *type)
 static X509 *make(enum pn_cert_kind kind, const char *cn, const char *san, EVP_PKEY *key,
                   X509 *issuer, EVP_PKEY *issuer_key)
 {
-    struct pn_err err = {{0}};
+    struct pn_err err = {0};
     struct pn_cert_spec spec = {kind, cn, san, 30};
     X509 *x = pn_cert_make(&spec, key, issuer, issuer_key, &err);
     if (!x) {
@@ -214,7 +214,7 @@ static char *to_pem(X509 *x, size_t *len)
 
 static void test_key_check(void)
 {
-    struct pn_err err = {{0}};
+    struct pn_err err = {0};
     char desc[64];
 
     EVP_PKEY *rsa1024 = EVP_RSA_gen(1024);
@@ -267,7 +267,7 @@ static void test_key_check(void)
 
 static void test_make_and_check(void)
 {
-    struct pn_err err = {{0}};
+    struct pn_err err = {0};
     time_t now = time(NULL);
     char cn[200], ski[PN_KEYID_HEX], aki[PN_KEYID_HEX], serial[PN_SERIAL_HEX];
 
@@ -429,7 +429,7 @@ static void test_cert_id(void)
 
 static void test_parse(void)
 {
-    struct pn_err err = {{0}};
+    struct pn_err err = {0};
     char id[PN_CERT_ID_HEX], id2[PN_CERT_ID_HEX];
     EVP_PKEY *k = gen("ec");
     X509 *x = make(PN_CERT_CA, "Parse CA", NULL, k, NULL, NULL);
@@ -554,7 +554,7 @@ static void test_issued_by(void)
 
 static void test_policy_refusals(void)
 {
-    struct pn_err err = {{0}};
+    struct pn_err err = {0};
     time_t now = time(NULL);
     EVP_PKEY *cak = gen("ec"), *dk = gen("ec");
     X509 *ca = make(PN_CERT_CA, "Policy CA", NULL, cak, NULL, NULL);

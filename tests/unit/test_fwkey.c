@@ -57,7 +57,7 @@ static unsigned char prod_pk[32], prod_sk[64], debug_pk[32], debug_sk[64];
 
 static void test_fixture_keys(void)
 {
-    struct pn_err err = {{0}};
+    struct pn_err err = {0};
     char id[17];
 
     CHECK(pn_fwkey_load_pub(fx("prod.pub"), prod_pk, &err) == 0);
@@ -152,7 +152,7 @@ static void test_archives(void)
 
 static void test_formats(void)
 {
-    struct pn_err err = {{0}};
+    struct pn_err err = {0};
     unsigned char pk[32], sk[64];
     char b64[100];
 
@@ -189,7 +189,7 @@ static void test_formats(void)
 
 static void refuse_pub(const char *name, const char *what)
 {
-    struct pn_err err = {{0}};
+    struct pn_err err = {0};
     unsigned char pk[32];
     CHECK(pn_fwkey_load_pub(tmp(name), pk, &err) < 0);
     CHECK(err_has(&err, tmp(name), what));
@@ -197,7 +197,7 @@ static void refuse_pub(const char *name, const char *what)
 
 static void refuse_priv(const char *name, const char *what)
 {
-    struct pn_err err = {{0}};
+    struct pn_err err = {0};
     unsigned char sk[64];
     CHECK(pn_fwkey_load_priv(tmp(name), sk, &err) < 0);
     CHECK(err_has(&err, tmp(name), what));
@@ -205,7 +205,7 @@ static void refuse_priv(const char *name, const char *what)
 
 static void test_refusals(void)
 {
-    struct pn_err err = {{0}};
+    struct pn_err err = {0};
     unsigned char pk[32], sk[64], buf[80];
     char b64[200], path[4300];
     const char *not_pub = "not an Ed25519 public key (expected 32 bytes, base64 or raw)";
@@ -311,7 +311,7 @@ static int file_is(const char *path, size_t len, mode_t mode)
 
 static void test_create(void)
 {
-    struct pn_err err = {{0}};
+    struct pn_err err = {0};
     unsigned char pk[32], pk2[32], sk[64], sig[64];
     size_t len;
 
