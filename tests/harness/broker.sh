@@ -191,16 +191,8 @@ restart_broker() {
 }
 
 stop_broker() {
-    local name=$1 pid=${BROKER_PID[$1]:-}
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    local name=$1
+    stop_pid "${BROKER_PID[$1]:-}"
     unset 'BROKER_PID[$name]'
 }
 

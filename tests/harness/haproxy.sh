@@ -51,15 +51,6 @@ start_haproxy() {
 }
 
 stop_haproxy() {
-    local pid=$HAPROXY_PID
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$HAPROXY_PID" TERM 5
     HAPROXY_PID=""
 }

@@ -322,6 +322,20 @@ on_exit() {
     fi
 }
 
+# stop_pid PID [SIGNAL [SECONDS]]: sends SIGNAL (TERM) to PID, waits up to
+# SECONDS (10) for it to exit, then kills it; reaps it without a job notice.
+stop_pid() {
+    local pid=$1 sig=${2:-TERM} secs=${3:-10} i
+    [ -n "$pid" ] || return 0
+    kill -"$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < secs * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    { wait "$pid"; } 2>/dev/null || true
+}
+
 wait_until() {
     local secs=$1
     shift

@@ -168,16 +168,8 @@ start_piniond() {
 }
 
 stop_piniond() {
-    local name=$1 sig=${2:-TERM} pid=${PD_PID[$1]:-}
-    [ -n "$pid" ] || return 0
-    kill -"$sig" "$pid" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    { wait "$pid"; } 2>/dev/null || true # (no "Killed" job notice)
+    local name=$1
+    stop_pid "${PD_PID[$1]:-}" "${2:-TERM}"
     unset 'PD_PID[$name]'
 }
 
