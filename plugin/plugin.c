@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* pinion_plugin.so: entry points, options and callback registration.  The
- * decisions live in admit.c and acl.c, the database in sync.c (a worker
- * thread), the trust directory in trust.c.  Every callback here runs on
+ * decisions live in admit.c and acl.c, the database in worker.c (a worker
+ * thread, sync.h), the trust directory in trust.c.  Every callback here runs on
  * the broker's single thread and touches memory only. */
 #include <dlfcn.h>
 #include <errno.h>
