@@ -265,3 +265,29 @@ void pn_admit_decide(const struct pn_state *s, const struct pn_policy *pol, X509
         pn_printable(out->reason);
     }
 }
+
+/* At SIGHUP Mosquitto re-authenticates every session, including offline
+ * durable ones, which have no certificate: the identity the plugin gave
+ * each (its username) decides.  A service keeps its session while the
+ * service is active; a device while it is active, has an active pin, and
+ * its client id is still its identifier (as at its admission). */
+bool pn_admit_reload_keeps(const struct pn_state *s, const char *client_id, const char *username)
+{
+    if (!username)
+        return false;
+    size_t sp = strlen(PN_SERVICE_USER_PREFIX);
+    if (!strncmp(username, PN_SERVICE_USER_PREFIX, sp)) {
+        const struct pn_service *sv =
+            pn_map_get(s->services_by_name, username + sp, strlen(username + sp));
+        return sv && sv->status == PN_ACTIVE;
+    }
+    if (!pn_ident_valid(username) || !client_id || strcmp(client_id, username) != 0)
+        return false;
+    const struct pn_device *d = pn_map_get(s->devices, username, strlen(username));
+    if (!d || d->status != PN_ACTIVE)
+        return false;
+    for (const struct pn_pin *pin = d->pins; pin; pin = pin->next)
+        if (pin->status == PN_ACTIVE)
+            return true;
+    return false;
+}
