@@ -67,7 +67,7 @@ static X509 *col_cert(PGresult *r, int row, int col)
 
 /* Each row function makes the PUT op of row i (NULL when the row is
  * unusable) and adds the certificates the trust directory needs from it
- * to trust. */
+ * to trust (NULL for the kinds that have none: devices, pins). */
 static struct pn_op *ca_op(PGresult *r, int i, struct pn_certs *trust)
 {
     struct pn_op *op = pn_op_new(PN_OP_CA_PUT);

@@ -296,7 +296,7 @@ static int persist_one(struct pn_sync *s, const struct pn_pin_req *r, const char
 
 /* Persists up to PIN_BATCH pins (and their JITP devices) in one
  * transaction: one WAL flush for all of them instead of one each.
- * Returns 0 when done (stored, or refused for good), -1 when the
+ * Returns 0 when done (stored, or refused for good), -1 with err when the
  * connection was lost and the requests should be retried.
  *
  * The broker admitted the certificates from memory, which may be behind
