@@ -483,7 +483,7 @@ static int set_status(struct cli_ctx *ctx, int argc, char **argv, const char *to
     if (!cli_db(ctx) || cli_resolve_cert(ctx, 'c', pos[0], id) < 0)
         return 1;
     /* Brokers store new pins in transactions that read the CA row FOR
-     * SHARE (plugin/sync.c).  Locking it FOR UPDATE first makes each such
+     * SHARE (plugin/persist.c).  Locking it FOR UPDATE first makes each such
      * transaction either wait for this one and then see the new status, or
      * commit before the lock is granted; READ COMMITTED (explicit: it gives
      * each statement a new snapshot) then lets the cascade UPDATE below see

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "cert.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,15 +28,47 @@ static void hex(const unsigned char *bin, size_t len, char *out, size_t outlen)
     sodium_bin2hex(out, outlen, bin, len);
 }
 
+/* SHA-256 fetched once: EVP_sha256() makes OpenSSL 3 look the
+ * implementation up in its provider store (locks, name comparisons) on
+ * every use, a third of a pinned CONNECT's decision in the plugin (issue
+ * 13), which hashes every client certificate. */
+static EVP_MD *sha256;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_free(void)
+{
+    EVP_MD_free(sha256);
+    sha256 = NULL;
+}
+
+static void sha256_fetch(void)
+{
+    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (sha256)
+        atexit(sha256_free); /* in the plugin: run when it is unloaded */
+}
+
+int pn_cert_id_bin(X509 *cert, unsigned char out[PN_CERT_ID_BIN])
+{
+    unsigned char *der = NULL;
+    unsigned int mdlen = 0;
+    pthread_once(&sha256_once, sha256_fetch);
+    int n = i2d_X509(cert, &der);
+    int ok = n > 0 &&
+             EVP_Digest(der, (size_t)n, out, &mdlen, sha256 ? sha256 : EVP_sha256(), NULL) &&
+             mdlen == PN_CERT_ID_BIN;
+    OPENSSL_free(der);
+    return ok ? 0 : -1;
+}
+
 int pn_cert_id(X509 *cert, char out[PN_CERT_ID_HEX])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    if (!X509_digest(cert, EVP_sha256(), md, &n) || n != 32) {
+    unsigned char md[PN_CERT_ID_BIN];
+    if (pn_cert_id_bin(cert, md) < 0) {
         out[0] = '\0';
         return -1;
     }
-    hex(md, n, out, PN_CERT_ID_HEX);
+    hex(md, sizeof(md), out, PN_CERT_ID_HEX);
     return 0;
 }
 

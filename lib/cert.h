@@ -16,9 +16,14 @@
 #include "err.h"
 
 #define PN_CERT_ID_HEX 65 /* 64 hex characters + NUL */
+#define PN_CERT_ID_BIN 32 /* SHA-256 */
 
-/* Certificate id: lowercase hex SHA-256 of the DER (AWS IoT certificateId). */
+/* Certificate id: lowercase hex SHA-256 of the DER (AWS IoT certificateId).
+ * 0 / -1 (out is then ""). */
 int pn_cert_id(X509 *cert, char out[PN_CERT_ID_HEX]);
+/* The same as 32 bytes (the plugin's maps are keyed by it).  Cheap enough
+ * for every CONNECT: the digest is fetched from OpenSSL once.  0 / -1. */
+int pn_cert_id_bin(X509 *cert, unsigned char out[PN_CERT_ID_BIN]);
 
 /* Parses one certificate from PEM (first certificate in the text) or DER.
  * Refuses trailing garbage after DER.  Returns a new X509 (X509_free) or

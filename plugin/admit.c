@@ -5,13 +5,11 @@
  * may since have been disabled, expired or deleted: NervesHub semantics),
  * so the expensive chain and policy checks run only on a certificate's
  * first connect. */
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
 #include <sodium.h>
 
 #include "cert.h"
@@ -95,39 +93,6 @@ static bool rotation_allows(const struct pn_device *d, enum pn_rotation r,
     return true;
 }
 
-/* SHA-256 fetched once: EVP_sha256() makes OpenSSL 3 look the
- * implementation up in its provider store (locks, name comparisons) on
- * every use, a third of a pinned CONNECT's decision (issue 13). */
-static EVP_MD *sha256;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-
-static void sha256_free(void)
-{
-    EVP_MD_free(sha256);
-    sha256 = NULL;
-}
-
-static void sha256_fetch(void)
-{
-    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-    if (sha256)
-        atexit(sha256_free); /* in a plugin: run when it is unloaded */
-}
-
-/* The certificate id: SHA-256 of its DER encoding.  0 / -1. */
-static int cert_id_bin(X509 *cert, unsigned char out[PN_SHA256])
-{
-    unsigned char *der = NULL;
-    unsigned int mdlen = 0;
-    pthread_once(&sha256_once, sha256_fetch);
-    int n = i2d_X509(cert, &der);
-    int ok = n > 0 && EVP_Digest(der, (size_t)n, out, &mdlen, sha256 ? sha256 : EVP_sha256(),
-                                 NULL) &&
-             mdlen == PN_SHA256;
-    OPENSSL_free(der);
-    return ok ? 0 : -1;
-}
-
 static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_policy *pol,
                                  X509 *cert, const char *client_id, bool db_ready, time_t now,
                                  struct pn_admission *out)
@@ -138,7 +103,7 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
     snprintf(out->cert_id, sizeof(out->cert_id), "-");
     if (!cert)
         return refuse(out, PN_REFUSED_NO_CERT, "no client certificate");
-    if (cert_id_bin(cert, out->cert_bin) < 0)
+    if (pn_cert_id_bin(cert, out->cert_bin) < 0)
         return refuse(out, PN_REFUSED_BAD_CERT, "cannot hash the certificate");
     sodium_bin2hex(out->cert_id, sizeof(out->cert_id), out->cert_bin, PN_SHA256);
 
@@ -264,4 +229,30 @@ void pn_admit_decide(const struct pn_state *s, const struct pn_policy *pol, X509
         pn_printable(out->identifier);
         pn_printable(out->reason);
     }
+}
+
+/* At SIGHUP Mosquitto re-authenticates every session, including offline
+ * durable ones, which have no certificate: the identity the plugin gave
+ * each (its username) decides.  A service keeps its session while the
+ * service is active; a device while it is active, has an active pin, and
+ * its client id is still its identifier (as at its admission). */
+bool pn_admit_reload_keeps(const struct pn_state *s, const char *client_id, const char *username)
+{
+    if (!username)
+        return false;
+    size_t sp = strlen(PN_SERVICE_USER_PREFIX);
+    if (!strncmp(username, PN_SERVICE_USER_PREFIX, sp)) {
+        const struct pn_service *sv =
+            pn_map_get(s->services_by_name, username + sp, strlen(username + sp));
+        return sv && sv->status == PN_ACTIVE;
+    }
+    if (!pn_ident_valid(username) || !client_id || strcmp(client_id, username) != 0)
+        return false;
+    const struct pn_device *d = pn_map_get(s->devices, username, strlen(username));
+    if (!d || d->status != PN_ACTIVE)
+        return false;
+    for (const struct pn_pin *pin = d->pins; pin; pin = pin->next)
+        if (pin->status == PN_ACTIVE)
+            return true;
+    return false;
 }

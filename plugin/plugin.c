@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* pinion_plugin.so: entry points, options and callback registration.  The
- * decisions live in admit.c and acl.c, the database in sync.c (a worker
- * thread), the trust directory in trust.c.  Every callback here runs on
+ * decisions live in admit.c and acl.c, the database in worker.c (a worker
+ * thread, sync.h), the trust directory in trust.c.  Every callback here runs on
  * the broker's single thread and touches memory only. */
 #include <dlfcn.h>
 #include <errno.h>
@@ -465,32 +465,6 @@ static int pin_new(struct plugin *p, const struct pn_admission *a, X509 *cert)
     return 0;
 }
 
-/* At SIGHUP Mosquitto re-authenticates every session, including offline
- * durable ones, which have no certificate.  Those keep their session if the
- * identity the plugin gave them (their username) is still admissible.  A
- * certificate-less CONNECT at any other time is refused. */
-static bool reload_keeps(struct plugin *p, struct mosquitto *client, const char *user)
-{
-    const char *cid = mosquitto_client_id(client);
-    if (!p->reloading || !user)
-        return false;
-    size_t sp = strlen(PN_SERVICE_USER_PREFIX);
-    if (!strncmp(user, PN_SERVICE_USER_PREFIX, sp)) {
-        const struct pn_service *sv =
-            pn_map_get(p->state->services_by_name, user + sp, strlen(user + sp));
-        return sv && sv->status == PN_ACTIVE;
-    }
-    if (!pn_ident_valid(user) || !cid || strcmp(cid, user) != 0)
-        return false;
-    const struct pn_device *d = pn_map_get(p->state->devices, user, strlen(user));
-    if (!d || d->status != PN_ACTIVE)
-        return false;
-    for (const struct pn_pin *pin = d->pins; pin; pin = pin->next)
-        if (pin->status == PN_ACTIVE)
-            return true;
-    return false;
-}
-
 /* Holds a CONNECT until the first load (see struct waiting).  Only a
  * device can wait: its username is its client id, which the decision must
  * then confirm; a service's username depends on the state not loaded yet. */
@@ -602,7 +576,12 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 
     X509 *cert = mosquitto_client_certificate(ed->client);
     const char *cid = mosquitto_client_id(ed->client);
-    if (!cert && reload_keeps(p, ed->client, mosquitto_client_username(ed->client)))
+    /* At SIGHUP Mosquitto re-authenticates every session, offline durable
+     * ones too, without a certificate: those keep theirs while the identity
+     * they were given is still admissible.  A certificate-less CONNECT at
+     * any other time is refused. */
+    if (!cert && p->reloading &&
+        pn_admit_reload_keeps(p->state, cid, mosquitto_client_username(ed->client)))
         return MOSQ_ERR_SUCCESS;
     if (!p->loaded && cert && cid && p->complete_auth && wait_for_load(p, ed->client, cid, cert))
         return PN_ERR_AUTH_DELAYED; /* wait_for_load keeps cert */

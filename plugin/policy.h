@@ -76,6 +76,13 @@ void pn_admit_decide(const struct pn_state *s, const struct pn_policy *pol, X509
                      const char *client_id, bool db_ready, time_t now,
                      struct pn_admission *out);
 
+/* Whether a session re-authenticated without a certificate at SIGHUP
+ * (Mosquitto re-checks offline durable sessions too) keeps its place: the
+ * identity given at its admission (username: identifier, or
+ * PN_SERVICE_USER_PREFIX + name) is still admissible.  The caller asks only
+ * during a reload: a certificate-less CONNECT is refused at any other time. */
+bool pn_admit_reload_keeps(const struct pn_state *s, const char *client_id, const char *username);
+
 /* Access kinds, numerically equal to Mosquitto's MOSQ_ACL_*. */
 enum { PN_ACL_READ = 1, PN_ACL_WRITE = 2, PN_ACL_SUBSCRIBE = 4, PN_ACL_UNSUBSCRIBE = 8 };
 

@@ -2,7 +2,7 @@
 /* The plugin's in-memory picture of the PKI: CAs, devices, pinned
  * certificates and service identities.  Every CONNECT and ACL decision is
  * made from this alone; it is only ever touched on the broker's main
- * thread.  The worker thread (sync.c) builds new objects and hands them
+ * thread.  The worker thread (worker.c) builds new objects and hands them
  * over as ops, which the TICK callback applies. */
 #ifndef PINION_PLUGIN_STATE_H
 #define PINION_PLUGIN_STATE_H

@@ -2,7 +2,9 @@
 /* The plugin's worker thread: its own PostgreSQL connection, LISTEN for
  * changes with a periodic full reload as fallback, the trust directory,
  * and persistence of pins and last-seen marks.  It never calls a broker
- * function; it queues pn_ops that the main thread takes on TICK. */
+ * function; it queues pn_ops that the main thread takes on TICK.
+ * Implemented by worker.c, queues.c, load.c and persist.c (their shared
+ * parts: sync_internal.h). */
 #ifndef PINION_PLUGIN_SYNC_H
 #define PINION_PLUGIN_SYNC_H
 

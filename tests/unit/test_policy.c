@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* plugin/policy.h: the CONNECT decision (pn_admit_decide, docs/protocol.md,
- * "Admission") and topic access (pn_acl_allows, "Topics and access") as
- * pure functions of an in-memory state filled here directly, with
- * certificates made by lib/cert.h.  No broker, no database. */
+ * "Admission"; pn_admit_reload_keeps at SIGHUP) and topic access
+ * (pn_acl_allows, "Topics and access") as pure functions of an in-memory
+ * state filled here directly, with certificates made by lib/cert.h.  No
+ * broker, no database. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -691,6 +692,68 @@ static void test_admit_service(void)
     pn_state_free(s);
 }
 
+/* Sessions re-authenticated without a certificate at SIGHUP keep their
+ * place while the identity they were given (username) is admissible. */
+static void test_admit_reload_keeps(void)
+{
+    struct pn_state *s = make_state();
+    /* Services: by name, while active; any client id of theirs. */
+    CHECK(pn_admit_reload_keeps(s, "svc", PN_SERVICE_USER_PREFIX "svc"));
+    CHECK(pn_admit_reload_keeps(s, "svc-2", PN_SERVICE_USER_PREFIX "svc"));
+    CHECK(!pn_admit_reload_keeps(s, "svc", PN_SERVICE_USER_PREFIX "other"));
+    CHECK(!pn_admit_reload_keeps(s, "svc", PN_SERVICE_USER_PREFIX));
+    /* Devices: active, with an active pin, client id == identifier. */
+    CHECK(pn_admit_reload_keeps(s, "A", "A"));
+    CHECK(pn_admit_reload_keeps(s, "B", "B"));
+    CHECK(!pn_admit_reload_keeps(s, "B", "A")); /* client id is not the username */
+    CHECK(!pn_admit_reload_keeps(s, NULL, "A"));
+    CHECK(!pn_admit_reload_keeps(s, "A", NULL));
+    CHECK(!pn_admit_reload_keeps(s, NULL, NULL));
+    CHECK(!pn_admit_reload_keeps(s, "R", "R")); /* revoked device */
+    CHECK(!pn_admit_reload_keeps(s, "Z", "Z")); /* unknown device */
+    CHECK(!pn_admit_reload_keeps(s, "", ""));
+    /* Not a service's username without the prefix. */
+    CHECK(!pn_admit_reload_keeps(s, "svc", "svc"));
+    /* A device without a pin, or whose pins are all revoked. */
+    struct pn_device *c = pn_state_put_device(s, 4, "C", 1, 7, PN_ACTIVE);
+    CHECK(c != NULL);
+    CHECK(!pn_admit_reload_keeps(s, "C", "C"));
+    EVP_PKEY *k = key_ec();
+    X509 *c1 = mk(PN_CERT_DEVICE, "C", 30, k, ca_cert, ca_key);
+    X509 *c2 = mk(PN_CERT_DEVICE, "C", 30, k, ca_cert, ca_key);
+    CHECK(put_pin(s, c, c1, PN_REVOKED) != NULL);
+    CHECK(!pn_admit_reload_keeps(s, "C", "C"));
+    /* One active pin among revoked ones is enough. */
+    CHECK(put_pin(s, c, c2, PN_ACTIVE) != NULL);
+    CHECK(pn_admit_reload_keeps(s, "C", "C"));
+    CHECK(put_pin(s, c, c2, PN_REVOKED) != NULL);
+    CHECK(!pn_admit_reload_keeps(s, "C", "C"));
+    /* A username that is not a valid identifier (a topic wildcard, a
+     * level separator) keeps nothing, even if such a device were known. */
+    const char *bad[] = {"a/b", "a+", "#"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct pn_device *d = pn_state_put_device(s, 10 + (int64_t)i, bad[i], 1, 7, PN_ACTIVE);
+        X509 *x = mk(PN_CERT_DEVICE, "x", 30, k, ca_cert, ca_key);
+        CHECK(d && put_pin(s, d, x, PN_ACTIVE) != NULL);
+        CHECK(!pn_admit_reload_keeps(s, bad[i], bad[i]));
+        X509_free(x);
+    }
+    /* Revoking a device or a service ends it. */
+    CHECK(pn_state_put_device(s, 1, "A", 1, 7, PN_REVOKED) != NULL);
+    CHECK(!pn_admit_reload_keeps(s, "A", "A"));
+    unsigned char sid[PN_SHA256];
+    bin_id(svc_cert, sid);
+    struct pn_service *sv = pn_map_get(s->services, sid, PN_SHA256);
+    CHECK(sv != NULL);
+    if (sv)
+        sv->status = PN_REVOKED;
+    CHECK(!pn_admit_reload_keeps(s, "svc", PN_SERVICE_USER_PREFIX "svc"));
+    X509_free(c1);
+    X509_free(c2);
+    EVP_PKEY_free(k);
+    pn_state_free(s);
+}
+
 /* ------------------------------------------------------- applying ops */
 
 struct kicks {
@@ -775,6 +838,7 @@ int main(void)
     test_admit_first_connect();
     test_admit_rotation();
     test_admit_service();
+    test_admit_reload_keeps();
     test_apply_service_revoke();
 
     X509 *certs[] = {ca_cert, ca2_cert, noj_cert, other_cert, svc_cert, a_cert, b_cert};
