@@ -557,8 +557,14 @@ static int fail_rows(struct pd *pd, PGresult *r, int from, int n, const char *ms
 
 /* Re-issues, each with a fresh sequence, the in-flight updates a query
  * selects (columns: device, deployment, its name, firmware, old broker),
- * locked FOR UPDATE OF u SKIP LOCKED so that two instances never re-issue
- * the same one.  `what` names the work in the log.  Returns rows, or -1. */
+ * locked FOR UPDATE OF d, u SKIP LOCKED so that two instances never
+ * re-issue the same one.  The device's row is locked with its updates, in
+ * the one statement that never waits: record_issue then writes both, and a
+ * status transaction (status.c), which locks the device first and its
+ * updates second, is skipped over, never waited for.  Locking u alone here
+ * and waiting for d in record_issue was the opposite order and deadlocked
+ * with status reports.  `what` names the work in the log.  Returns rows,
+ * or -1. */
 static int reissue(struct pd *pd, const char *sql, int nv, const char *const *v,
                    const char *what)
 {
@@ -629,7 +635,10 @@ dberr:
 
 #define REISSUE_COLUMNS                                                                        \
     "SELECT u.device_id, u.deployment_id, dp.name, dp.firmware_id, u.broker_id "              \
-    "FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "
+    "FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "                   \
+    "JOIN devices d ON d.id = u.device_id "
+/* Device row and update rows together (see reissue). */
+#define REISSUE_LOCK " FOR UPDATE OF d, u SKIP LOCKED"
 
 int pd_renew(struct pd *pd, time_t issued_before)
 {
@@ -644,11 +653,11 @@ int pd_renew(struct pd *pd, time_t issued_before)
                        ? REISSUE_COLUMNS "WHERE u.state IN " PD_INFLIGHT
                                          " AND u.issued_at < to_timestamp($1::bigint) "
                                          "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
-                                         "LIMIT " PD_STR(PD_RENEW_BATCH) " FOR UPDATE OF u SKIP LOCKED"
+                                         "LIMIT " PD_STR(PD_RENEW_BATCH) REISSUE_LOCK
                        : REISSUE_COLUMNS "WHERE u.state IN " PD_INFLIGHT " "
                                          "AND u.expires_at < now() + make_interval(secs => $1::int) "
                                          "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
-                                         "LIMIT " PD_STR(PD_RENEW_BATCH) " FOR UPDATE OF u SKIP LOCKED",
+                                         "LIMIT " PD_STR(PD_RENEW_BATCH) REISSUE_LOCK,
                    1, v, "renewing manifests");
 }
 
@@ -663,14 +672,13 @@ int pd_follow_moves(struct pd *pd)
      * Not while installing: the device needs no manifest to finish, and
      * it reconnects (anywhere) after its reboot to report. */
     int n = reissue(pd,
-                    REISSUE_COLUMNS "JOIN devices d ON d.id = u.device_id "
-                                    "JOIN live_device_presence p ON p.identifier = d.identifier "
+                    REISSUE_COLUMNS "JOIN live_device_presence p ON p.identifier = d.identifier "
                                     "WHERE u.state IN " PD_INFLIGHT " "
                                     "AND u.state <> 'installing' "
                                     "AND u.broker_id IS DISTINCT FROM p.broker_id "
                                     "AND p.broker_id IN (SELECT jsonb_array_elements_text($1::jsonb)) "
                                     "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
-                                    "LIMIT " PD_STR(PD_RENEW_BATCH) " FOR UPDATE OF u SKIP LOCKED",
+                                    "LIMIT " PD_STR(PD_RENEW_BATCH) REISSUE_LOCK,
                     1, v, "re-issuing manifests of devices that moved");
     free(brokers);
     return n;
