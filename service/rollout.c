@@ -715,12 +715,51 @@ fail:
     return -1;
 }
 
+/* An empty retained message must never land after a newer manifest for
+ * the same device on the same broker (by this instance or another one,
+ * e.g. the device moved back, or completed and was released to again):
+ * it would wipe it, and a device connecting later would never see it.  So
+ * the clear is decided and published while holding the device's row lock,
+ * which every (re)issue takes before it publishes (record_issue; publish
+ * after commit), and only if PostgreSQL then holds no update of the device
+ * in flight with its manifest on that broker: a newer manifest is either
+ * seen here (no clear) or published after the clear.  Called after the
+ * caller's own transaction is committed. */
 void pd_clear_manifest(struct pd *pd, const char *identifier, const char *broker_id)
 {
+    pd_inflight_forget(pd, identifier);
+    struct pd_broker *b = pd_broker_connected(pd, broker_id);
+    if (!b)
+        return;
     char topic[512];
     snprintf(topic, sizeof(topic), "%s/%s/down/update", pd->cfg.topic_root, identifier);
-    struct pd_broker *b = pd_broker_connected(pd, broker_id);
-    if (b)
+    struct pn_err err;
+    const char *v[] = {identifier, broker_id};
+    PGresult *r = NULL;
+    if (pn_db_begin(pd->db, &err) < 0 ||
+        pn_db_cmd(pd->db, &err, "SELECT 1 FROM devices WHERE identifier = $1 FOR UPDATE", 1,
+                  v) < 0 ||
+        /* A statement of its own: its snapshot is taken after the lock. */
+        !(r = pn_db_q(pd->db, &err,
+                      "SELECT count(*) FROM device_updates u JOIN devices d ON d.id = u.device_id "
+                      "WHERE d.identifier = $1 AND u.broker_id = $2 AND u.state IN " PD_INFLIGHT,
+                      2, v))) {
+        /* Cleared anyway: an ended update's manifest left retained could
+         * still be installed; a wiped newer one is published again at its
+         * renewal. */
+        pn_db_rollback(pd->db);
+        pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
+        pd_log(PD_ERR "clearing the manifest of %s on broker %s: %s; cleared unchecked",
+               identifier, b->id, err.msg);
         pd_publish(b, topic, NULL, 0, true);
-    pd_inflight_forget(pd, identifier);
+        return;
+    }
+    bool newer = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
+    PQclear(r);
+    if (newer)
+        pd_log("%s has a newer manifest in flight on broker %s: not cleared there", identifier,
+               b->id);
+    else
+        pd_publish(b, topic, NULL, 0, true);
+    pn_db_commit(pd->db, NULL);
 }
