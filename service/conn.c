@@ -139,6 +139,7 @@ static void on_connect(struct mosquitto *m, void *arg, int rc)
      * On every broker: a manifest is published on its device's broker. */
     mosquitto_subscribe_v5(m, NULL, update, 0, MQTT_SUB_OPT_SEND_RETAIN_NEVER, NULL);
     b->connected = true;
+    pd->connects++; /* invalidates every device's in-flight firmware (chunks.c) */
     b->down_since_ms = 0;
     b->reported_ms = 0;
     pd_metrics_broker(pd->metrics, b->id, true);

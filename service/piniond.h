@@ -86,6 +86,7 @@ struct pd_dev {
     int logged;
     bool inflight_known; /* false: ask the database */
     long inflight_at;
+    unsigned long inflight_connects; /* pd.connects when it was read */
     int ninflight;
     char inflight[PD_INFLIGHT_MAX][37];
 };
@@ -137,6 +138,10 @@ struct pd {
     struct pn_map *devs; /* identifier -> struct pd_dev */
     long last_sweep;
     struct pd_metrics *metrics; /* metrics.c; NULL when metrics_listen is unset */
+    /* Sessions (re)connected so far.  A session that was down missed the
+     * down/update notices published on its broker meanwhile, so what was
+     * read of any device's firmware in flight before is no longer trusted. */
+    unsigned long connects;
 };
 
 /* config.c */
