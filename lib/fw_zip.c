@@ -24,7 +24,7 @@ struct preader {
 static la_ssize_t preader_read(struct archive *a, void *arg, const void **out)
 {
     struct preader *p = arg;
-    ssize_t n = pn_fw_pread_full(p->fd, p->buf, sizeof(p->buf), (off_t)p->pos);
+    ssize_t n = pn_pread_full(p->fd, p->buf, sizeof(p->buf), (off_t)p->pos);
     if (n < 0) {
         archive_set_error(a, errno, "%s", strerror(errno));
         return -1;

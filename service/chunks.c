@@ -67,7 +67,7 @@ static PGresult *query(struct pd *pd, const char *stmt, int n, const char *const
  * -1 database error (logged by the caller). */
 static int maybe_inflight(struct pd *pd, struct pd_dev *dev, const char *uuid, struct pn_err *err)
 {
-    long now = pd_now_ms();
+    long now = pn_mono_ms();
     if (!dev->inflight_known || dev->inflight_connects != pd->connects ||
         now - dev->inflight_at >= pd->cfg.inflight_cache_ms) {
         const char *v[] = {dev->identifier};
@@ -144,7 +144,8 @@ void pd_handle_get(struct pd *pd, struct pd_broker *b, struct pd_dev *dev, const
     put_be(buf + 28, n, 4);
     if (n) {
         int fd = open(path, O_RDONLY | O_CLOEXEC);
-        ssize_t got = fd >= 0 ? pread(fd, buf + HEADER, n, (off_t)offset) : -1;
+        /* A short read is retried: pread may return less than asked. */
+        ssize_t got = fd >= 0 ? pn_pread_full(fd, buf + HEADER, n, (off_t)offset) : -1;
         if (fd >= 0)
             close(fd);
         if (got != (ssize_t)n) {

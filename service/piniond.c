@@ -39,14 +39,14 @@ static void retry_later(struct pd *pd, const char *ident, const void *payload, i
     snprintf(r->identifier, sizeof(r->identifier), "%s", ident);
     r->len = len;
     r->tries = 1;
-    r->due_ms = pd_now_ms() + 300;
+    r->due_ms = pn_mono_ms() + 300;
     pd->nretry++;
 }
 
 /* Statuses of devices that had no row yet: about 3 s of retries. */
 static void run_retries(struct pd *pd)
 {
-    long now = pd_now_ms();
+    long now = pn_mono_ms();
     for (int i = 0; i < pd->nretry;) {
         struct pd_retry *r = &pd->retry[i];
         if (r->due_ms > now) {
@@ -202,9 +202,9 @@ int main(int argc, char **argv)
             continue;
         }
         pd_brokers_refresh(&pd, false);
-        if (pd_now_ms() - last_tick < pd.cfg.tick_ms || pd_brokers_connected(&pd) == 0)
+        if (pn_mono_ms() - last_tick < pd.cfg.tick_ms || pd_brokers_connected(&pd) == 0)
             continue;
-        last_tick = pd_now_ms();
+        last_tick = pn_mono_ms();
         if (!renewed_all) {
             /* An earlier process may have recorded releases it never
              * published: re-issue every in-flight manifest issued before

@@ -17,6 +17,7 @@
 #include <mosquitto.h>
 
 #include "err.h"
+#include "fsutil.h" /* pn_mono_ms */
 #include "ident.h"
 #include "metrics.h"
 
@@ -158,8 +159,6 @@ void pd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define PD_ERR "<3>"
 #define PD_WARNING "<4>"
 #define PD_NOTICE "<5>"
-/* Milliseconds of CLOCK_MONOTONIC. */
-long pd_now_ms(void);
 /* (Re)connects to the database if the connection is gone, and runs
  * pd->prepare_db on a new one.  0 / -1 (logged). */
 int pd_ensure_db(struct pd *pd);

@@ -150,7 +150,7 @@ static int release_check(struct pd *pd, const struct fwrow *f, struct pn_err *er
     memcpy(key.pk, f->pk, 32);
     copy(key.id, sizeof(key.id), f->key_id);
     struct pn_fw_info info;
-    long long t0 = pd_metrics_clock_us();
+    long long t0 = pn_mono_us();
     int verified = pn_fw_verify_path(f->artifact, &key, 1, &info, err);
     pd_metrics_check_done(pd->metrics, t0, verified == 0);
     if (verified < 0) {
