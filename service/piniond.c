@@ -192,7 +192,8 @@ int main(int argc, char **argv)
     pd_log("starting; release key %s", pd.release_key_id);
 
     long last_tick = 0;
-    bool renewed_all = false;
+    bool republished_all = false;
+    long long republish_after[3] = {0, 0, 0};
     time_t started = time(NULL);
     while (!stop_requested) {
         pd_brokers_loop(&pd, 50);
@@ -205,19 +206,21 @@ int main(int argc, char **argv)
         if (pn_mono_ms() - last_tick < pd.cfg.tick_ms || pd_brokers_connected(&pd) == 0)
             continue;
         last_tick = pn_mono_ms();
-        if (!renewed_all) {
+        if (!republished_all) {
             /* An earlier process may have recorded releases it never
-             * published: re-issue every in-flight manifest issued before
-             * this process started, a batch a tick until none is left. */
-            int n = pd_renew(&pd, started);
-            renewed_all = n >= 0 && n < PD_RENEW_BATCH;
+             * published: publish every in-flight manifest issued before
+             * this process started again, as it was recorded (a new
+             * sequence would be a new manifest to its device), a batch a
+             * tick until none is left. */
+            int n = pd_republish(&pd, started, republish_after);
+            republished_all = n >= 0 && n < PD_RENEW_BATCH;
         }
         run_retries(&pd);
         pd_end_stale(&pd);
         pd_follow_moves(&pd);
         int released = pd_rollout_tick(&pd);
         pd_metrics_add(pd.metrics, PD_M_RELEASES, released > 0 ? (unsigned long)released : 0);
-        pd_renew(&pd, 0);
+        pd_renew(&pd);
     }
     pd_log("stopping");
     pd_brokers_close(&pd);

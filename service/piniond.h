@@ -201,12 +201,16 @@ void pd_limits_sweep(struct pd *pd);
 
 /* rollout.c: releases and renews manifests; returns devices released. */
 int pd_rollout_tick(struct pd *pd);
-/* Re-issues in-flight manifests: with issued_before 0, those whose expiry
- * is near; else those issued before that time (used at start, in case an
- * earlier process stopped between recording a release and publishing it).
+/* Re-issues in-flight manifests whose expiry is near (a fresh sequence).
  * At most PD_RENEW_BATCH a call; returns how many, or -1. */
 #define PD_RENEW_BATCH 1000
-int pd_renew(struct pd *pd, time_t issued_before);
+int pd_renew(struct pd *pd);
+/* At start: publishes again, unchanged (same sequence, same bytes), the
+ * in-flight manifests issued before issued_before, in case an earlier
+ * process stopped between recording a release and publishing it.  `after`
+ * starts at {0, 0, 0} and is advanced; at most PD_RENEW_BATCH rows a call;
+ * returns rows read, or -1. */
+int pd_republish(struct pd *pd, time_t issued_before, long long after[3]);
 /* Ends in-flight updates that can no longer finish: `cancelled` when the
  * device is no longer active, `expired` after inflight_timeout seconds
  * without a status report.  Their retained manifests are cleared and their

@@ -14,7 +14,10 @@
 #   - after its session to a broker reconnects, piniond no longer trusts
 #     what it had read of a device's firmware in flight (the notices of
 #     manifests published meanwhile were missed): a chunk request for
-#     firmware released while the session was down is served.
+#     firmware released while the session was down is served;
+#   - a restarted piniond publishes an in-flight manifest again byte for
+#     byte (same sequence), in case it was recorded but never published:
+#     a restart changes nothing a device sees.
 . "$PINION_SOURCE/tests/harness/lib.sh"
 . "$PINION_SOURCE/tests/harness/broker.sh"
 . "$PINION_SOURCE/tests/harness/piniond.sh"
@@ -23,7 +26,7 @@ make_fleet
 FW1=$FW_UUID
 make_firmware 1.2.0
 FW2=$FW_UUID
-for d in dl-1 rn-1 cl-1 ch-1; do
+for d in dl-1 rn-1 cl-1 ch-1 rs-1; do
     o=$("$PINION" device create acme sensor "$d" --tags "${d%%-*}" 2>&1) || bail_out "device create $d: $o"
     device_cert "$d"
 done
@@ -35,7 +38,7 @@ start_piniond p1 "inflight_cache_ms = 60000" || bail_out "piniond: $OUT"
 PDLOG=${PD_LOG[p1]}
 
 STATUS_IDLE='{"firmware":{"uuid":"factory","version":"1.0.0","platform":"rpi4","architecture":"aarch64"},"state":"idle"}'
-for d in dl-1 rn-1 cl-1 ch-1; do
+for d in dl-1 rn-1 cl-1 ch-1 rs-1; do
     probe b1 "$T/devs/$d" "$d" --qos 1 --pub "fleet/$d/up/status=$STATUS_IDLE"
     wait_sql 10 "SELECT firmware_platform FROM devices WHERE identifier = '$d'" rpi4 ||
         bail_out "$d's status was not recorded"
@@ -44,7 +47,7 @@ state_of() {
     sql "SELECT u.state FROM device_updates u JOIN devices d ON d.id = u.device_id
          JOIN deployments dp ON dp.id = u.deployment_id WHERE d.identifier = '$1' AND dp.name = '$2'"
 }
-for d in dl rn cl; do
+for d in dl rn cl rs; do
     "$PINION" deployment create acme sensor "d-$d" --firmware "$FW1" --tags "$d" >/dev/null ||
         bail_out "deployment create d-$d"
     "$PINION" deployment start acme "d-$d" >/dev/null || bail_out "deployment start d-$d"
@@ -182,5 +185,24 @@ else
     fail "after its session reconnected, piniond serves firmware released meanwhile" \
         "$OUT" "$(grep ch-1 "$PDLOG" | tail -3)"
 fi
+
+# ------------------------------------------------- a restart changes nothing
+retained_of() {
+    probe b1 "$T/svc" "piniond-look-$RANDOM" --sub "fleet/$1/down/update" --stay 1
+    sed -n "s|^msg fleet/$1/down/update ||p" <<<"$OUT"
+}
+BEFORE=$(retained_of rs-1)
+[ -n "$BEFORE" ] || bail_out "rs-1 has no retained manifest"
+stop_piniond p1
+# As if p1 had stopped between recording rs-1's release and publishing it.
+probe b1 "$T/svc" "piniond-other-$RANDOM" --qos 1 --retain --pub "fleet/rs-1/down/update="
+assert_eq "(rs-1's retained manifest is gone)" "$(retained_of rs-1)" ""
+start_piniond p1 "inflight_cache_ms = 60000" || bail_out "piniond did not start again: $OUT"
+wait_file 10 "$PDLOG" 'published again sensor 1.1.0 to rs-1 ' ||
+    fail "the restarted piniond publishes rs-1's manifest again" "$(grep rs-1 "$PDLOG" | tail -3)"
+assert_eq "a restarted piniond publishes rs-1's manifest again, byte for byte" \
+    "$(retained_of rs-1)" "$BEFORE"
+assert_eq "... with no new sequence" \
+    "$(sql "SELECT manifest_sequence FROM devices WHERE identifier = 'rs-1'")" 1
 
 done_testing
