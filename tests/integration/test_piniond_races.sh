@@ -17,7 +17,10 @@
 #     firmware released while the session was down is served;
 #   - a restarted piniond publishes an in-flight manifest again byte for
 #     byte (same sequence), in case it was recorded but never published:
-#     a restart changes nothing a device sees.
+#     a restart changes nothing a device sees;
+#   - a device whose first status report was sent while piniond was not
+#     connected (lost) is known to piniond soon after it connects: the
+#     reference device reports again every --status-every seconds.
 . "$PINION_SOURCE/tests/harness/lib.sh"
 . "$PINION_SOURCE/tests/harness/broker.sh"
 . "$PINION_SOURCE/tests/harness/piniond.sh"
@@ -26,7 +29,7 @@ make_fleet
 FW1=$FW_UUID
 make_firmware 1.2.0
 FW2=$FW_UUID
-for d in dl-1 rn-1 cl-1 ch-1 rs-1; do
+for d in dl-1 rn-1 cl-1 ch-1 rs-1 lt-1; do
     o=$("$PINION" device create acme sensor "$d" --tags "${d%%-*}" 2>&1) || bail_out "device create $d: $o"
     device_cert "$d"
 done
@@ -197,6 +200,11 @@ stop_piniond p1
 # As if p1 had stopped between recording rs-1's release and publishing it.
 probe b1 "$T/svc" "piniond-other-$RANDOM" --qos 1 --retain --pub "fleet/rs-1/down/update="
 assert_eq "(rs-1's retained manifest is gone)" "$(retained_of rs-1)" ""
+# lt-1 comes up while no piniond is connected: its first report is lost.
+start_device lt-1 --status-every 2 --run-for 60
+wait_file 10 "$T/dev-lt-1.log" '^status idle' || bail_out "lt-1 did not report"
+assert_eq "(lt-1's first report reached no one)" \
+    "$(sql "SELECT coalesce(firmware_platform, '-') FROM devices WHERE identifier = 'lt-1'")" -
 start_piniond p1 "inflight_cache_ms = 60000" || bail_out "piniond did not start again: $OUT"
 wait_file 10 "$PDLOG" 'published again sensor 1.1.0 to rs-1 ' ||
     fail "the restarted piniond publishes rs-1's manifest again" "$(grep rs-1 "$PDLOG" | tail -3)"
@@ -204,5 +212,10 @@ assert_eq "a restarted piniond publishes rs-1's manifest again, byte for byte" \
     "$(retained_of rs-1)" "$BEFORE"
 assert_eq "... with no new sequence" \
     "$(sql "SELECT manifest_sequence FROM devices WHERE identifier = 'rs-1'")" 1
+if wait_sql 10 "SELECT firmware_platform FROM devices WHERE identifier = 'lt-1'" rpi4; then
+    pass "lt-1, whose first report was lost, reports again and is known to piniond"
+else
+    fail "lt-1, whose first report was lost, reports again and is known to piniond" "$OUT"
+fi
 
 done_testing
