@@ -266,8 +266,14 @@ static void on_manifest(struct device *d, const void *payload, int len)
                        strlen(m.firmware.uuid), "-", &ub, NULL) != 0 ||
         ub != sizeof(d->uuid_bin))
         memset(d->uuid_bin, 0, sizeof(d->uuid_bin)); /* matches no chunk */
-    printf("accepted manifest %lld for %s %s\n", (long long)m.sequence, m.firmware.product,
-           m.firmware.version);
+    /* The one being carried out, again (piniond published it again after
+     * a restart, or the broker delivered the retained copy at a
+     * reconnect): nothing new was accepted. */
+    if (again && same)
+        printf("same manifest %lld again: carrying on\n", (long long)m.sequence);
+    else
+        printf("accepted manifest %lld for %s %s\n", (long long)m.sequence, m.firmware.product,
+               m.firmware.version);
     if (!same) {
         /* Resume a partial download of the same firmware from its size. */
         char p[4096];
@@ -293,9 +299,10 @@ static void on_manifest(struct device *d, const void *payload, int len)
         finish(d);
         return;
     }
-    /* Also on a re-issue of the firmware being downloaded: the service
-     * re-issues after a restart, when the last request or its answer may
-     * have been lost.  A duplicate answer is ignored (offset != have). */
+    /* Also on the same manifest again, or a re-issue of the firmware being
+     * downloaded: the service publishes it again after a restart, when the
+     * last request or its answer may have been lost.  A duplicate answer is
+     * ignored (offset != have). */
     request_chunk(d);
 }
 
