@@ -21,6 +21,10 @@
 #include "piniond.h"
 #include "version.h"
 
+/* At start, how long in-flight manifests wait for every broker session
+ * before they are published again (pd_republish). */
+#define REPUBLISH_WAIT_MS 5000
+
 static volatile sig_atomic_t stop_requested;
 
 static void on_signal(int sig)
@@ -195,6 +199,7 @@ int main(int argc, char **argv)
     bool republished_all = false;
     long long republish_after[3] = {0, 0, 0};
     time_t started = time(NULL);
+    long started_ms = pn_mono_ms();
     while (!stop_requested) {
         pd_brokers_loop(&pd, 50);
         pd_limits_sweep(&pd);
@@ -206,7 +211,10 @@ int main(int argc, char **argv)
         if (pn_mono_ms() - last_tick < pd.cfg.tick_ms || pd_brokers_connected(&pd) == 0)
             continue;
         last_tick = pn_mono_ms();
-        if (!republished_all) {
+        /* Once every session is up (or after REPUBLISH_WAIT_MS): a manifest
+         * recorded on a broker not reached by then is issued again. */
+        if (!republished_all && (pd_brokers_connected(&pd) == pd.nbrokers ||
+                                 pn_mono_ms() - started_ms >= REPUBLISH_WAIT_MS)) {
             /* An earlier process may have recorded releases it never
              * published: publish every in-flight manifest issued before
              * this process started again, as it was recorded (a new

@@ -671,9 +671,11 @@ int pd_renew(struct pd *pd)
  * u SKIP LOCKED, as reissue) until the copies are published, so a re-issue
  * by another instance is published after them, never before.  An update
  * recorded on no broker (none was reachable) is published where
- * record_issue would put it now, and that broker recorded; one on a broker
- * piniond does not reach waits (pd_follow_moves); a firmware failing its
- * release check is left to the renewal.
+ * record_issue would put it now, and that broker recorded; one recorded on
+ * a broker piniond does not reach is recorded on none, as record_issue
+ * does, so that pd_follow_moves issues it where the device shows up (the
+ * caller waits a few seconds for every session first); a firmware failing
+ * its release check is left to the renewal.
  * `after` (firmware, device, deployment ids) is where the last call
  * stopped, advanced.  Returns rows read (at most PD_RENEW_BATCH), or -1. */
 int pd_republish(struct pd *pd, time_t issued_before, long long after[3])
@@ -722,10 +724,10 @@ int pd_republish(struct pd *pd, time_t issued_before, long long after[3])
             b = pd_broker_connected(pd, PQgetvalue(r, i, 9));
         else
             b = pd_broker_fallback(pd);
-        if (!ok || !b)
+        if (!ok || (!b && !on))
             continue;
-        if (!on) {
-            const char *uv[] = {PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), b->id};
+        if (!b || !on) {
+            const char *uv[] = {PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), b ? b->id : NULL};
             if (pn_db_cmd(pd->db, &err,
                           "UPDATE device_updates SET broker_id = $3 "
                           "WHERE device_id = $1 AND deployment_id = $2",
@@ -733,6 +735,12 @@ int pd_republish(struct pd *pd, time_t issued_before, long long after[3])
                 fwrow_free(&f);
                 PQclear(r);
                 goto dberr;
+            }
+            if (!b) {
+                pd_log("%s's manifest (sequence %s) was recorded on broker %s, which piniond "
+                       "cannot reach: it is issued again where the device shows up",
+                       PQgetvalue(r, i, 8), PQgetvalue(r, i, 5), on);
+                continue;
             }
         }
         struct issue is = {.sequence = strtoll(PQgetvalue(r, i, 5), NULL, 10),
