@@ -132,16 +132,7 @@ static uint64_t le(const unsigned char *p, int n)
 
 static int read_exact(int fd, void *buf, size_t n, uint64_t off)
 {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(fd, (char *)buf + got, n - got, (off_t)(off + got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        got += (size_t)r;
-    }
-    return 0;
+    return pn_pread_full(fd, buf, n, (off_t)off) == (ssize_t)n ? 0 : -1;
 }
 
 /* The zip64 extended information of an extra field (id 1): the fields whose
