@@ -12,6 +12,11 @@
 
 /* SQLSTATE of a unique_violation, for "already exists" messages. */
 #define PN_SQLSTATE_UNIQUE "23505"
+/* SQLSTATEs of a transaction PostgreSQL aborted so that others could go on
+ * (deadlock victim, serialization failure): the same transaction, run
+ * again from its BEGIN, may well succeed. */
+#define PN_SQLSTATE_DEADLOCK "40P01"
+#define PN_SQLSTATE_SERIALIZATION "40001"
 
 /* Opens a connection.  conninfo may be a keyword/value string or a URI;
  * NULL or "" means libpq's defaults (PG* environment variables).

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 unsigned char *pn_file_read(const char *path, size_t max, size_t *len, struct pn_err *err)
@@ -127,4 +128,33 @@ int pn_file_exists(const char *path)
 {
     struct stat st;
     return lstat(path, &st) == 0;
+}
+
+ssize_t pn_pread_full(int fd, void *buf, size_t len, off_t off)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, (char *)buf + got, len - got, off + (off_t)got);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+long long pn_mono_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+long pn_mono_ms(void)
+{
+    return (long)(pn_mono_us() / 1000);
 }

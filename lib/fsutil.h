@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Small, careful file helpers: whole-file reads with a size cap, exclusive
- * creation (never overwrite a key), and atomic replacement. */
+/* Small, careful system helpers: whole-file reads with a size cap,
+ * exclusive creation (never overwrite a key), atomic replacement, full
+ * reads and writes, and the one monotonic clock every program uses. */
 #ifndef PINION_LIB_FSUTIL_H
 #define PINION_LIB_FSUTIL_H
 
@@ -28,7 +29,15 @@ int pn_file_replace(const char *path, const void *data, size_t len, mode_t mode,
  * (errno set). */
 int pn_write_all(int fd, const void *data, size_t len);
 
+/* pread until len bytes or end of file: bytes read, or -1 (errno). */
+ssize_t pn_pread_full(int fd, void *buf, size_t len, off_t off);
+
 /* Returns 1 if path exists (any type), else 0. */
 int pn_file_exists(const char *path);
+
+/* CLOCK_MONOTONIC in microseconds and in milliseconds: for intervals and
+ * deadlines, never for dates. */
+long long pn_mono_us(void);
+long pn_mono_ms(void);
 
 #endif

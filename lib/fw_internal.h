@@ -12,6 +12,7 @@
 #include <archive.h>
 #include <openssl/evp.h>
 
+#include "fsutil.h" /* pn_pread_full */
 #include "fw_verify.h"
 
 #define SIG_ENTRY "meta.conf.ed25519"
@@ -28,8 +29,6 @@ char *pn_fw_strdup(const char *s);
 EVP_MD_CTX *pn_fw_sha256_new(void);
 /* Finishes and frees c. */
 void pn_fw_sha256_done(EVP_MD_CTX *c, unsigned char out[32]);
-/* pread until len bytes or end of file: bytes read, or -1 (errno). */
-ssize_t pn_fw_pread_full(int fd, void *buf, size_t len, off_t off);
 int pn_fw_name_safe(const char *s);
 const char *pn_fw_printable(const char *s, char *buf, size_t size);
 

@@ -157,7 +157,7 @@ static int hash_file(int fd, unsigned char out[32], uint64_t *size, unsigned cha
     crypto_generichash_init(&st, NULL, 0, 32);
     uint64_t total = 0;
     for (;;) {
-        ssize_t n = pn_fw_pread_full(fd, buf, bufsize, (off_t)total);
+        ssize_t n = pn_pread_full(fd, buf, bufsize, (off_t)total);
         if (n < 0)
             return -1;
         if (n == 0)
@@ -318,7 +318,7 @@ int pn_fw_pack(const unsigned char sk[64], const struct pn_fw_pack_meta *m, cons
     uint64_t done = 0;
     while (done < size) {
         size_t want = size - done < SLOT_BYTES ? (size_t)(size - done) : SLOT_BYTES;
-        ssize_t n = pn_fw_pread_full(in, buf, want, (off_t)done);
+        ssize_t n = pn_pread_full(in, buf, want, (off_t)done);
         if (n < 0) {
             pn_err_set(err, "%s: %s", image, strerror(errno));
             goto out;

@@ -29,7 +29,7 @@ static void *ring_main(void *arg)
             break;
 
         unsigned char *b = r->buf[n % RING_SLOTS];
-        ssize_t got = pn_fw_pread_full(r->in_fd, b, SLOT_BYTES, (off_t)r->total);
+        ssize_t got = pn_pread_full(r->in_fd, b, SLOT_BYTES, (off_t)r->total);
         int e = got < 0 ? errno : 0;
 
         pthread_mutex_lock(&r->mu);

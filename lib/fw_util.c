@@ -45,23 +45,6 @@ void pn_fw_sha256_done(EVP_MD_CTX *c, unsigned char out[32])
     EVP_MD_CTX_free(c);
 }
 
-ssize_t pn_fw_pread_full(int fd, void *buf, size_t len, off_t off)
-{
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = pread(fd, (char *)buf + got, len - got, off + (off_t)got);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    return (ssize_t)got;
-}
-
 /* An entry or resource name is safe when it is relative, made of non-empty
  * '/'-separated segments none of which is "." or "..", and holds no
  * backslash and no control character. */

@@ -24,7 +24,7 @@ struct preader {
 static la_ssize_t preader_read(struct archive *a, void *arg, const void **out)
 {
     struct preader *p = arg;
-    ssize_t n = pn_fw_pread_full(p->fd, p->buf, sizeof(p->buf), (off_t)p->pos);
+    ssize_t n = pn_pread_full(p->fd, p->buf, sizeof(p->buf), (off_t)p->pos);
     if (n < 0) {
         archive_set_error(a, errno, "%s", strerror(errno));
         return -1;
@@ -132,16 +132,7 @@ static uint64_t le(const unsigned char *p, int n)
 
 static int read_exact(int fd, void *buf, size_t n, uint64_t off)
 {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(fd, (char *)buf + got, n - got, (off_t)(off + got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        got += (size_t)r;
-    }
-    return 0;
+    return pn_pread_full(fd, buf, n, (off_t)off) == (ssize_t)n ? 0 : -1;
 }
 
 /* The zip64 extended information of an extra field (id 1): the fields whose

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "ident.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static bool charset_ok(const char *s, size_t len, size_t max, bool colon)
@@ -55,4 +56,26 @@ bool pn_topic_root_valid(const char *s)
             return true;
         s = slash + 1;
     }
+}
+
+int pn_addr_split(const char *addr, char *host, size_t hlen, int *port)
+{
+    const char *colon = addr ? strrchr(addr, ':') : NULL;
+    if (!colon || colon == addr)
+        return -1;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (!colon[1] || *end || p < 1 || p > 65535)
+        return -1;
+    size_t n = (size_t)(colon - addr);
+    if (addr[0] == '[' && colon[-1] == ']') {
+        addr++;
+        n = n >= 2 ? n - 2 : 0;
+    }
+    if (n == 0 || n >= hlen)
+        return -1;
+    memcpy(host, addr, n);
+    host[n] = '\0';
+    *port = (int)p;
+    return 0;
 }

@@ -30,4 +30,10 @@ bool pn_name_valid(const char *s);
 #define PN_TOPIC_ROOT_MAX 200
 bool pn_topic_root_valid(const char *s);
 
+/* A network address as configured ("HOST:PORT", "[IPv6]:PORT"; brokers'
+ * service_address, piniond's metrics_listen): copies HOST (without the
+ * brackets) into host and sets *port (1-65535).  0, or -1 when addr is not
+ * of that form or HOST does not fit in hlen. */
+int pn_addr_split(const char *addr, char *host, size_t hlen, int *port);
+
 #endif

@@ -60,14 +60,16 @@ static PGresult *query(struct pd *pd, const char *stmt, int n, const char *const
 }
 
 /* Whether uuid may be in flight for the device, from what piniond last
- * read (at most inflight_cache_ms ago, and not since a manifest for the
- * device was published by any instance): a request that cannot be served
- * costs no database round trip.  1 maybe (the chunk lookup decides), 0 no,
+ * read (at most inflight_cache_ms ago, not since a manifest for the device
+ * was published by any instance, and not before a session (re)connected:
+ * while it was down, its broker's down/update notices were missed): a
+ * request that cannot be served costs no database round trip.  1 maybe (the chunk lookup decides), 0 no,
  * -1 database error (logged by the caller). */
 static int maybe_inflight(struct pd *pd, struct pd_dev *dev, const char *uuid, struct pn_err *err)
 {
-    long now = pd_now_ms();
-    if (!dev->inflight_known || now - dev->inflight_at >= pd->cfg.inflight_cache_ms) {
+    long now = pn_mono_ms();
+    if (!dev->inflight_known || dev->inflight_connects != pd->connects ||
+        now - dev->inflight_at >= pd->cfg.inflight_cache_ms) {
         const char *v[] = {dev->identifier};
         PGresult *r = query(pd, PD_INFLIGHT_STMT, 1, v, err);
         if (!r)
@@ -79,6 +81,7 @@ static int maybe_inflight(struct pd *pd, struct pd_dev *dev, const char *uuid, s
         PQclear(r);
         dev->inflight_known = true;
         dev->inflight_at = now;
+        dev->inflight_connects = pd->connects;
     }
     for (int i = 0; i < dev->ninflight; i++)
         if (strcmp(dev->inflight[i], uuid) == 0)
@@ -141,7 +144,8 @@ void pd_handle_get(struct pd *pd, struct pd_broker *b, struct pd_dev *dev, const
     put_be(buf + 28, n, 4);
     if (n) {
         int fd = open(path, O_RDONLY | O_CLOEXEC);
-        ssize_t got = fd >= 0 ? pread(fd, buf + HEADER, n, (off_t)offset) : -1;
+        /* A short read is retried: pread may return less than asked. */
+        ssize_t got = fd >= 0 ? pn_pread_full(fd, buf + HEADER, n, (off_t)offset) : -1;
         if (fd >= 0)
             close(fd);
         if (got != (ssize_t)n) {

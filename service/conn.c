@@ -21,6 +21,7 @@
 #include <mqtt_protocol.h>
 
 #include "db.h"
+#include "ident.h"
 #include "migrate.h"
 #include "piniond.h"
 
@@ -68,13 +69,6 @@ void pd_log(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-}
-
-long pd_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
 int pd_ensure_db(struct pd *pd)
@@ -139,6 +133,7 @@ static void on_connect(struct mosquitto *m, void *arg, int rc)
      * On every broker: a manifest is published on its device's broker. */
     mosquitto_subscribe_v5(m, NULL, update, 0, MQTT_SUB_OPT_SEND_RETAIN_NEVER, NULL);
     b->connected = true;
+    pd->connects++; /* invalidates every device's in-flight firmware (chunks.c) */
     b->down_since_ms = 0;
     b->reported_ms = 0;
     pd_metrics_broker(pd->metrics, b->id, true);
@@ -157,7 +152,7 @@ static void on_disconnect(struct mosquitto *m, void *arg, int rc)
     b->connected = false;
     pd_metrics_broker(b->pd->metrics, b->id, false);
     if (!b->down_since_ms)
-        b->down_since_ms = pd_now_ms();
+        b->down_since_ms = pn_mono_ms();
 }
 
 static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_message *msg)
@@ -168,35 +163,12 @@ static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_me
         b->pd->on_message(b->pd, b, msg);
 }
 
-/* host:port, or [v6]:port; 0 / -1. */
-static int split_address(const char *addr, char *host, size_t hlen, int *port)
-{
-    const char *colon = strrchr(addr, ':');
-    if (!colon || colon == addr)
-        return -1;
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (!colon[1] || *end || p < 1 || p > 65535)
-        return -1;
-    size_t n = (size_t)(colon - addr);
-    if (addr[0] == '[' && colon[-1] == ']') {
-        addr++;
-        n -= 2;
-    }
-    if (n == 0 || n >= hlen)
-        return -1;
-    memcpy(host, addr, n);
-    host[n] = '\0';
-    *port = (int)p;
-    return 0;
-}
-
 /* A new client object for every attempt: after a broker died, an old one
  * can sit in a half-connected state until its keepalive runs out. */
 static void try_connect(struct pd_broker *b)
 {
     struct pd *pd = b->pd;
-    b->attempt_ms = pd_now_ms();
+    b->attempt_ms = pn_mono_ms();
     b->next_try_ms = b->attempt_ms + RETRY_MS;
     if (b->mq)
         mosquitto_destroy(b->mq);
@@ -231,8 +203,8 @@ static struct pd_broker *session_new(struct pd *pd, const char *id, const char *
     b->pd = pd;
     snprintf(b->id, sizeof(b->id), "%s", id);
     snprintf(b->address, sizeof(b->address), "%s", address);
-    b->down_since_ms = pd_now_ms();
-    if (split_address(address, b->host, sizeof(b->host), &b->port) < 0) {
+    b->down_since_ms = pn_mono_ms();
+    if (pn_addr_split(address, b->host, sizeof(b->host), &b->port) < 0) {
         snprintf(b->why, sizeof(b->why), "service_address '%s' is not host:port", address);
         return b; /* kept, so that it is reported */
     }
@@ -322,7 +294,7 @@ static void report_unreachable(struct pd *pd, struct pd_broker *b, long now)
 
 void pd_brokers_refresh(struct pd *pd, bool force)
 {
-    long now = pd_now_ms();
+    long now = pn_mono_ms();
     if (!force && now - pd->last_registry_ms < REGISTRY_MS)
         return;
     pd->last_registry_ms = now;
@@ -391,7 +363,7 @@ void pd_brokers_loop(struct pd *pd, int timeout_ms)
         usleep((useconds_t)timeout_ms * 1000);
     else
         poll(fds, (nfds_t)n, timeout_ms);
-    long now = pd_now_ms();
+    long now = pn_mono_ms();
     for (int i = 0; i < pd->nbrokers; i++) {
         struct pd_broker *b = pd->brokers[i];
         if (!b->mq) {

@@ -48,7 +48,7 @@ struct pd_dev *pd_dev_get(struct pd *pd, const char *identifier)
 {
     size_t n = strlen(identifier);
     struct pd_dev *d = pn_map_get(pd->devs, identifier, n);
-    long now = pd_now_ms();
+    long now = pn_mono_ms();
     if (!d) {
         if (n >= sizeof(d->identifier) || !(d = calloc(1, sizeof(*d))))
             return NULL;
@@ -88,7 +88,7 @@ static void open_period(struct pd_dev *d, long now)
 
 bool pd_dev_admit(struct pd *pd, struct pd_dev *dev, bool status)
 {
-    long now = pd_now_ms();
+    long now = pn_mono_ms();
     struct pd_bucket *b = status ? &dev->status : &dev->get;
     refill(b, now, status ? pd->cfg.status_rate : pd->cfg.get_rate,
            status ? pd->cfg.status_burst : pd->cfg.get_burst);
@@ -112,7 +112,7 @@ void pd_log_ignored(struct pd *pd, const char *identifier, const char *fmt, ...)
 {
     struct pd_dev *d = pd_dev_get(pd, identifier);
     if (d) {
-        open_period(d, pd_now_ms());
+        open_period(d, pn_mono_ms());
         if (d->logged >= PD_LOG_BUDGET) {
             d->unlogged++;
             return;
@@ -151,7 +151,7 @@ static void close_period(struct pd *pd, struct pd_dev *d, long now)
 
 void pd_limits_sweep(struct pd *pd)
 {
-    long now = pd_now_ms();
+    long now = pn_mono_ms();
     if (now - pd->last_sweep < SWEEP_MS)
         return;
     pd->last_sweep = now;

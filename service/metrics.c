@@ -16,6 +16,9 @@
 #include <microhttpd.h>
 
 #include "db.h"
+#include "fsutil.h"
+#include "ident.h"
+#include "piniond.h" /* PD_INFLIGHT */
 
 #define BROKERS_MAX 16
 
@@ -103,7 +106,9 @@ static void put_deployments(struct pd_metrics *m, struct buf *b)
                                   "SELECT o.name, dp.name, dp.state, coalesce(("
                                   "SELECT jsonb_object_agg(state, n) FROM (SELECT u.state, "
                                   "count(*) AS n FROM device_updates u WHERE u.deployment_id = "
-                                  "dp.id GROUP BY u.state) s), '{}')::text "
+                                  "dp.id GROUP BY u.state) s), '{}')::text, "
+                                  "(SELECT count(*) FROM device_updates u WHERE u.deployment_id = "
+                                  "dp.id AND u.state IN " PD_INFLIGHT ") "
                                   "FROM deployments dp JOIN orgs o ON o.id = dp.org_id "
                                   "ORDER BY o.name, dp.name",
                                   0, NULL)
@@ -117,8 +122,6 @@ static void put_deployments(struct pd_metrics *m, struct buf *b)
         atomic_fetch_add(&m->c[PD_M_DB_ERRORS], 1);
         return;
     }
-    static const char *const inflight[] = {"released",   "received",    "downloading",
-                                           "installing", "rescheduled", NULL};
     put(b, "# HELP piniond_deployment_running Whether a deployment is running (1) or not "
            "(0, created or paused).\n# TYPE piniond_deployment_running gauge\n");
     for (int i = 0; i < PQntuples(r); i++) {
@@ -133,9 +136,7 @@ static void put_deployments(struct pd_metrics *m, struct buf *b)
     json_t **states = calloc((size_t)PQntuples(r) + 1, sizeof(*states));
     for (int i = 0; states && i < PQntuples(r); i++) {
         states[i] = json_loads(PQgetvalue(r, i, 3), 0, NULL);
-        long long n = 0;
-        for (int k = 0; inflight[k]; k++)
-            n += json_integer_value(json_object_get(states[i], inflight[k]));
+        long long n = strtoll(PQgetvalue(r, i, 4), NULL, 10);
         put(b, "piniond_deployment_inflight{org=\"");
         put_label(b, PQgetvalue(r, i, 0));
         put(b, "\",deployment=\"");
@@ -246,20 +247,13 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 
 struct pd_metrics *pd_metrics_start(const char *listen, const char *database, struct pn_err *err)
 {
-    char host[256];
-    const char *colon = strrchr(listen, ':');
-    const char *h = listen;
-    size_t hl = colon ? (size_t)(colon - listen) : 0;
-    if (hl >= 2 && listen[0] == '[' && listen[hl - 1] == ']') {
-        h++;
-        hl -= 2;
-    }
-    if (!colon || !hl || hl >= sizeof(host) || !colon[1])
+    char host[256], port[8];
+    int p;
+    if (pn_addr_split(listen, host, sizeof(host), &p) < 0)
         return pn_err_set(err, "metrics_listen '%s' is not HOST:PORT", listen), NULL;
-    memcpy(host, h, hl);
-    host[hl] = '\0';
+    snprintf(port, sizeof(port), "%d", p);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai;
-    int gai = getaddrinfo(host, colon + 1, &hints, &ai);
+    int gai = getaddrinfo(host, port, &hints, &ai);
     if (gai)
         return pn_err_set(err, "metrics_listen '%s': %s", listen, gai_strerror(gai)), NULL;
     struct pd_metrics *m = calloc(1, sizeof(*m));
@@ -303,18 +297,11 @@ void pd_metrics_add(struct pd_metrics *m, enum pd_counter c, unsigned long n)
         atomic_fetch_add(&m->c[c], n);
 }
 
-long long pd_metrics_clock_us(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000000 + t.tv_nsec / 1000;
-}
-
 void pd_metrics_check_done(struct pd_metrics *m, long long since_us, bool ok)
 {
     if (!m)
         return;
-    long long d = pd_metrics_clock_us() - since_us;
+    long long d = pn_mono_us() - since_us;
     atomic_fetch_add(&m->c[PD_M_CHECKS], 1);
     atomic_fetch_add(&m->c[PD_M_CHECK_US], (unsigned long long)(d > 0 ? d : 0));
     if (!ok)

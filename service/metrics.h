@@ -34,9 +34,7 @@ struct pd_metrics *pd_metrics_start(const char *listen, const char *database, st
 void pd_metrics_stop(struct pd_metrics *m);
 
 void pd_metrics_add(struct pd_metrics *m, enum pd_counter c, unsigned long n);
-/* Microseconds of CLOCK_MONOTONIC, to time a release check. */
-long long pd_metrics_clock_us(void);
-/* A release check that started at `since_us` (pd_metrics_clock_us) ended. */
+/* A release check that started at `since_us` (pn_mono_us, fsutil.h) ended. */
 void pd_metrics_check_done(struct pd_metrics *m, long long since_us, bool ok);
 /* piniond's session to broker BROKER_ID (the registry's name) is up or down. */
 void pd_metrics_broker(struct pd_metrics *m, const char *broker_id, bool connected);

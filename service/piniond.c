@@ -21,6 +21,10 @@
 #include "piniond.h"
 #include "version.h"
 
+/* At start, how long in-flight manifests wait for every broker session
+ * before they are published again (pd_republish). */
+#define REPUBLISH_WAIT_MS 5000
+
 static volatile sig_atomic_t stop_requested;
 
 static void on_signal(int sig)
@@ -39,14 +43,14 @@ static void retry_later(struct pd *pd, const char *ident, const void *payload, i
     snprintf(r->identifier, sizeof(r->identifier), "%s", ident);
     r->len = len;
     r->tries = 1;
-    r->due_ms = pd_now_ms() + 300;
+    r->due_ms = pn_mono_ms() + 300;
     pd->nretry++;
 }
 
 /* Statuses of devices that had no row yet: about 3 s of retries. */
 static void run_retries(struct pd *pd)
 {
-    long now = pd_now_ms();
+    long now = pn_mono_ms();
     for (int i = 0; i < pd->nretry;) {
         struct pd_retry *r = &pd->retry[i];
         if (r->due_ms > now) {
@@ -192,8 +196,10 @@ int main(int argc, char **argv)
     pd_log("starting; release key %s", pd.release_key_id);
 
     long last_tick = 0;
-    bool renewed_all = false;
+    bool republished_all = false;
+    long long republish_after[3] = {0, 0, 0};
     time_t started = time(NULL);
+    long started_ms = pn_mono_ms();
     while (!stop_requested) {
         pd_brokers_loop(&pd, 50);
         pd_limits_sweep(&pd);
@@ -202,22 +208,27 @@ int main(int argc, char **argv)
             continue;
         }
         pd_brokers_refresh(&pd, false);
-        if (pd_now_ms() - last_tick < pd.cfg.tick_ms || pd_brokers_connected(&pd) == 0)
+        if (pn_mono_ms() - last_tick < pd.cfg.tick_ms || pd_brokers_connected(&pd) == 0)
             continue;
-        last_tick = pd_now_ms();
-        if (!renewed_all) {
+        last_tick = pn_mono_ms();
+        /* Once every session is up (or after REPUBLISH_WAIT_MS): a manifest
+         * recorded on a broker not reached by then is issued again. */
+        if (!republished_all && (pd_brokers_connected(&pd) == pd.nbrokers ||
+                                 pn_mono_ms() - started_ms >= REPUBLISH_WAIT_MS)) {
             /* An earlier process may have recorded releases it never
-             * published: re-issue every in-flight manifest issued before
-             * this process started, a batch a tick until none is left. */
-            int n = pd_renew(&pd, started);
-            renewed_all = n >= 0 && n < PD_RENEW_BATCH;
+             * published: publish every in-flight manifest issued before
+             * this process started again, as it was recorded (a new
+             * sequence would be a new manifest to its device), a batch a
+             * tick until none is left. */
+            int n = pd_republish(&pd, started, republish_after);
+            republished_all = n >= 0 && n < PD_RENEW_BATCH;
         }
         run_retries(&pd);
         pd_end_stale(&pd);
         pd_follow_moves(&pd);
         int released = pd_rollout_tick(&pd);
         pd_metrics_add(pd.metrics, PD_M_RELEASES, released > 0 ? (unsigned long)released : 0);
-        pd_renew(&pd, 0);
+        pd_renew(&pd);
     }
     pd_log("stopping");
     pd_brokers_close(&pd);

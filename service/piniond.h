@@ -17,6 +17,7 @@
 #include <mosquitto.h>
 
 #include "err.h"
+#include "fsutil.h" /* pn_mono_ms */
 #include "ident.h"
 #include "metrics.h"
 
@@ -86,6 +87,7 @@ struct pd_dev {
     int logged;
     bool inflight_known; /* false: ask the database */
     long inflight_at;
+    unsigned long inflight_connects; /* pd.connects when it was read */
     int ninflight;
     char inflight[PD_INFLIGHT_MAX][37];
 };
@@ -137,6 +139,10 @@ struct pd {
     struct pn_map *devs; /* identifier -> struct pd_dev */
     long last_sweep;
     struct pd_metrics *metrics; /* metrics.c; NULL when metrics_listen is unset */
+    /* Sessions (re)connected so far.  A session that was down missed the
+     * down/update notices published on its broker meanwhile, so what was
+     * read of any device's firmware in flight before is no longer trusted. */
+    unsigned long connects;
 };
 
 /* config.c */
@@ -153,8 +159,6 @@ void pd_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define PD_ERR "<3>"
 #define PD_WARNING "<4>"
 #define PD_NOTICE "<5>"
-/* Milliseconds of CLOCK_MONOTONIC. */
-long pd_now_ms(void);
 /* (Re)connects to the database if the connection is gone, and runs
  * pd->prepare_db on a new one.  0 / -1 (logged). */
 int pd_ensure_db(struct pd *pd);
@@ -197,12 +201,16 @@ void pd_limits_sweep(struct pd *pd);
 
 /* rollout.c: releases and renews manifests; returns devices released. */
 int pd_rollout_tick(struct pd *pd);
-/* Re-issues in-flight manifests: with issued_before 0, those whose expiry
- * is near; else those issued before that time (used at start, in case an
- * earlier process stopped between recording a release and publishing it).
+/* Re-issues in-flight manifests whose expiry is near (a fresh sequence).
  * At most PD_RENEW_BATCH a call; returns how many, or -1. */
 #define PD_RENEW_BATCH 1000
-int pd_renew(struct pd *pd, time_t issued_before);
+int pd_renew(struct pd *pd);
+/* At start: publishes again, unchanged (same sequence, same bytes), the
+ * in-flight manifests issued before issued_before, in case an earlier
+ * process stopped between recording a release and publishing it.  `after`
+ * starts at {0, 0, 0} and is advanced; at most PD_RENEW_BATCH rows a call;
+ * returns rows read, or -1. */
+int pd_republish(struct pd *pd, time_t issued_before, long long after[3]);
 /* Ends in-flight updates that can no longer finish: `cancelled` when the
  * device is no longer active, `expired` after inflight_timeout seconds
  * without a status report.  Their retained manifests are cleared and their

@@ -150,7 +150,7 @@ static int release_check(struct pd *pd, const struct fwrow *f, struct pn_err *er
     memcpy(key.pk, f->pk, 32);
     copy(key.id, sizeof(key.id), f->key_id);
     struct pn_fw_info info;
-    long long t0 = pd_metrics_clock_us();
+    long long t0 = pn_mono_us();
     int verified = pn_fw_verify_path(f->artifact, &key, 1, &info, err);
     pd_metrics_check_done(pd->metrics, t0, verified == 0);
     if (verified < 0) {
@@ -260,6 +260,8 @@ static int fail_release(struct pd *pd, const char *dep_id, const char *name, con
 struct issue {
     char identifier[129];
     int64_t sequence;
+    time_t expires;      /* 0: issued + manifest_ttl */
+    bool again;          /* published again as recorded (pd_republish), not a new issue */
     char broker[65];     /* where it is published; "" nowhere (device not on a broker we reach) */
     char old_broker[65]; /* where the previous manifest was, "" if unknown */
 };
@@ -274,7 +276,7 @@ static int publish_manifest(struct pd *pd, const struct fwrow *f, const char *de
     copy(m.deployment, sizeof(m.deployment), deployment);
     m.sequence = is->sequence;
     m.issued_at = issued;
-    m.expires_at = issued + pd->cfg.manifest_ttl;
+    m.expires_at = is->expires ? is->expires : issued + pd->cfg.manifest_ttl;
     copy(m.firmware.uuid, sizeof(m.firmware.uuid), f->uuid);
     copy(m.firmware.product, sizeof(m.firmware.product), f->product);
     copy(m.firmware.version, sizeof(m.firmware.version), f->version);
@@ -306,7 +308,11 @@ static int publish_manifest(struct pd *pd, const struct fwrow *f, const char *de
         rc = pd_publish(b, topic, env, (int)strlen(env), true);
     free(env);
     pd_inflight_forget(pd, is->identifier);
-    if (rc == 0)
+    if (rc == 0 && is->again)
+        pd_log("published again %s %s to %s (deployment %s, sequence %lld) on broker %s",
+               f->product, f->version, is->identifier, deployment, (long long)is->sequence,
+               b ? b->id : "-");
+    else if (rc == 0)
         pd_log("released %s %s to %s (deployment %s, sequence %lld) %s%s", f->product,
                f->version, is->identifier, deployment, (long long)is->sequence,
                b ? "on broker " : "(published when piniond reaches a broker)", b ? b->id : "");
@@ -557,8 +563,14 @@ static int fail_rows(struct pd *pd, PGresult *r, int from, int n, const char *ms
 
 /* Re-issues, each with a fresh sequence, the in-flight updates a query
  * selects (columns: device, deployment, its name, firmware, old broker),
- * locked FOR UPDATE OF u SKIP LOCKED so that two instances never re-issue
- * the same one.  `what` names the work in the log.  Returns rows, or -1. */
+ * locked FOR UPDATE OF d, u SKIP LOCKED so that two instances never
+ * re-issue the same one.  The device's row is locked with its updates, in
+ * the one statement that never waits: record_issue then writes both, and a
+ * status transaction (status.c), which locks the device first and its
+ * updates second, is skipped over, never waited for.  Locking u alone here
+ * and waiting for d in record_issue was the opposite order and deadlocked
+ * with status reports.  `what` names the work in the log.  Returns rows,
+ * or -1. */
 static int reissue(struct pd *pd, const char *sql, int nv, const char *const *v,
                    const char *what)
 {
@@ -629,27 +641,129 @@ dberr:
 
 #define REISSUE_COLUMNS                                                                        \
     "SELECT u.device_id, u.deployment_id, dp.name, dp.firmware_id, u.broker_id "              \
-    "FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "
+    "FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "                   \
+    "JOIN devices d ON d.id = u.device_id "
+/* Device row and update rows together (see reissue). */
+#define REISSUE_LOCK " FOR UPDATE OF d, u SKIP LOCKED"
 
-int pd_renew(struct pd *pd, time_t issued_before)
+int pd_renew(struct pd *pd)
 {
     char arg[24];
-    snprintf(arg, sizeof(arg), "%lld",
-             issued_before ? (long long)issued_before : (long long)pd->cfg.manifest_ttl / 2);
+    snprintf(arg, sizeof(arg), "%lld", (long long)pd->cfg.manifest_ttl / 2);
     const char *v[] = {arg};
     /* In-flight updates of running deployments, and of paused ones: a pause
      * (by hand or at max-failures) lets the devices in flight finish. */
     return reissue(pd,
-                   issued_before
-                       ? REISSUE_COLUMNS "WHERE u.state IN " PD_INFLIGHT
-                                         " AND u.issued_at < to_timestamp($1::bigint) "
-                                         "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
-                                         "LIMIT " PD_STR(PD_RENEW_BATCH) " FOR UPDATE OF u SKIP LOCKED"
-                       : REISSUE_COLUMNS "WHERE u.state IN " PD_INFLIGHT " "
-                                         "AND u.expires_at < now() + make_interval(secs => $1::int) "
-                                         "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
-                                         "LIMIT " PD_STR(PD_RENEW_BATCH) " FOR UPDATE OF u SKIP LOCKED",
+                   REISSUE_COLUMNS "WHERE u.state IN " PD_INFLIGHT " "
+                                   "AND u.expires_at < now() + make_interval(secs => $1::int) "
+                                   "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
+                                   "LIMIT " PD_STR(PD_RENEW_BATCH) REISSUE_LOCK,
                    1, v, "renewing manifests");
+}
+
+/* At start, instead of re-issuing: publishes again, byte for byte, the
+ * manifests of the in-flight updates issued before issued_before (an
+ * earlier process may have recorded a release and stopped before
+ * publishing it), with their recorded sequence, times and broker, so that
+ * a restarted piniond changes nothing a device sees (a new sequence would
+ * be a new manifest to it).  Ed25519 signatures are deterministic: the
+ * same fields give the same bytes.  The rows stay locked (FOR UPDATE OF d,
+ * u SKIP LOCKED, as reissue) until the copies are published, so a re-issue
+ * by another instance is published after them, never before.  An update
+ * recorded on no broker (none was reachable) is published where
+ * record_issue would put it now, and that broker recorded; one recorded on
+ * a broker piniond does not reach is recorded on none, as record_issue
+ * does, so that pd_follow_moves issues it where the device shows up (the
+ * caller waits a few seconds for every session first); a firmware failing
+ * its release check is left to the renewal.
+ * `after` (firmware, device, deployment ids) is where the last call
+ * stopped, advanced.  Returns rows read (at most PD_RENEW_BATCH), or -1. */
+int pd_republish(struct pd *pd, time_t issued_before, long long after[3])
+{
+    struct pn_err err;
+    char before[24], a0[24], a1[24], a2[24];
+    snprintf(before, sizeof(before), "%lld", (long long)issued_before);
+    snprintf(a0, sizeof(a0), "%lld", after[0]);
+    snprintf(a1, sizeof(a1), "%lld", after[1]);
+    snprintf(a2, sizeof(a2), "%lld", after[2]);
+    const char *v[] = {before, a0, a1, a2};
+    if (pn_db_begin(pd->db, &err) < 0)
+        goto dberr;
+    PGresult *r = pn_db_q(
+        pd->db, &err,
+        "SELECT dp.firmware_id, u.device_id, u.deployment_id, dp.name, u.broker_id, u.sequence, "
+        "extract(epoch FROM u.issued_at)::bigint, extract(epoch FROM u.expires_at)::bigint, "
+        "d.identifier, (SELECT p.broker_id FROM live_device_presence p "
+        "WHERE p.identifier = d.identifier) FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "
+        "JOIN devices d ON d.id = u.device_id "
+        "WHERE u.state IN " PD_INFLIGHT " AND u.issued_at < to_timestamp($1::bigint) "
+        "AND (dp.firmware_id, u.device_id, u.deployment_id) > ($2::bigint, $3::bigint, $4::bigint) "
+        "ORDER BY dp.firmware_id, u.device_id, u.deployment_id "
+        "LIMIT " PD_STR(PD_RENEW_BATCH) " FOR UPDATE OF d, u SKIP LOCKED",
+        4, v);
+    if (!r)
+        goto dberr;
+    int n = PQntuples(r);
+    struct fwrow f = {0};
+    bool ok = false;
+    for (int i = 0; i < n; i++) {
+        int64_t fid = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+        if (i == 0 || f.id != fid) {
+            fwrow_free(&f);
+            ok = load_fw(pd, fid, &f, &err) == 0 && release_check(pd, &f, &err) == 0;
+            f.id = fid;
+            if (!ok)
+                pd_log(PD_WARNING "not publishing again the manifests of firmware %lld: %s",
+                       (long long)fid, err.msg);
+        }
+        const char *on = PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4);
+        struct pd_broker *b = NULL;
+        if (on)
+            b = pd_broker_connected(pd, on);
+        else if (!PQgetisnull(r, i, 9))
+            b = pd_broker_connected(pd, PQgetvalue(r, i, 9));
+        else
+            b = pd_broker_fallback(pd);
+        if (!ok || (!b && !on))
+            continue;
+        if (!b || !on) {
+            const char *uv[] = {PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), b ? b->id : NULL};
+            if (pn_db_cmd(pd->db, &err,
+                          "UPDATE device_updates SET broker_id = $3 "
+                          "WHERE device_id = $1 AND deployment_id = $2",
+                          3, uv) < 0) {
+                fwrow_free(&f);
+                PQclear(r);
+                goto dberr;
+            }
+            if (!b) {
+                pd_log("%s's manifest (sequence %s) was recorded on broker %s, which piniond "
+                       "cannot reach: it is issued again where the device shows up",
+                       PQgetvalue(r, i, 8), PQgetvalue(r, i, 5), on);
+                continue;
+            }
+        }
+        struct issue is = {.sequence = strtoll(PQgetvalue(r, i, 5), NULL, 10),
+                           .expires = (time_t)strtoll(PQgetvalue(r, i, 7), NULL, 10),
+                           .again = true};
+        copy(is.identifier, sizeof(is.identifier), PQgetvalue(r, i, 8));
+        copy(is.broker, sizeof(is.broker), b->id);
+        publish_manifest(pd, &f, PQgetvalue(r, i, 3), &is,
+                         (time_t)strtoll(PQgetvalue(r, i, 6), NULL, 10));
+    }
+    fwrow_free(&f);
+    if (n > 0)
+        for (int k = 0; k < 3; k++)
+            after[k] = strtoll(PQgetvalue(r, n - 1, k), NULL, 10);
+    PQclear(r);
+    if (pn_db_commit(pd->db, &err) < 0)
+        goto dberr;
+    return n;
+dberr:
+    pn_db_rollback(pd->db);
+    pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
+    pd_log(PD_ERR "publishing in-flight manifests again: %s", err.msg);
+    return -1;
 }
 
 int pd_follow_moves(struct pd *pd)
@@ -663,14 +777,13 @@ int pd_follow_moves(struct pd *pd)
      * Not while installing: the device needs no manifest to finish, and
      * it reconnects (anywhere) after its reboot to report. */
     int n = reissue(pd,
-                    REISSUE_COLUMNS "JOIN devices d ON d.id = u.device_id "
-                                    "JOIN live_device_presence p ON p.identifier = d.identifier "
+                    REISSUE_COLUMNS "JOIN live_device_presence p ON p.identifier = d.identifier "
                                     "WHERE u.state IN " PD_INFLIGHT " "
                                     "AND u.state <> 'installing' "
                                     "AND u.broker_id IS DISTINCT FROM p.broker_id "
                                     "AND p.broker_id IN (SELECT jsonb_array_elements_text($1::jsonb)) "
                                     "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
-                                    "LIMIT " PD_STR(PD_RENEW_BATCH) " FOR UPDATE OF u SKIP LOCKED",
+                                    "LIMIT " PD_STR(PD_RENEW_BATCH) REISSUE_LOCK,
                     1, v, "re-issuing manifests of devices that moved");
     free(brokers);
     return n;
@@ -707,12 +820,51 @@ fail:
     return -1;
 }
 
+/* An empty retained message must never land after a newer manifest for
+ * the same device on the same broker (by this instance or another one,
+ * e.g. the device moved back, or completed and was released to again):
+ * it would wipe it, and a device connecting later would never see it.  So
+ * the clear is decided and published while holding the device's row lock,
+ * which every (re)issue takes before it publishes (record_issue; publish
+ * after commit), and only if PostgreSQL then holds no update of the device
+ * in flight with its manifest on that broker: a newer manifest is either
+ * seen here (no clear) or published after the clear.  Called after the
+ * caller's own transaction is committed. */
 void pd_clear_manifest(struct pd *pd, const char *identifier, const char *broker_id)
 {
+    pd_inflight_forget(pd, identifier);
+    struct pd_broker *b = pd_broker_connected(pd, broker_id);
+    if (!b)
+        return;
     char topic[512];
     snprintf(topic, sizeof(topic), "%s/%s/down/update", pd->cfg.topic_root, identifier);
-    struct pd_broker *b = pd_broker_connected(pd, broker_id);
-    if (b)
+    struct pn_err err;
+    const char *v[] = {identifier, broker_id};
+    PGresult *r = NULL;
+    if (pn_db_begin(pd->db, &err) < 0 ||
+        pn_db_cmd(pd->db, &err, "SELECT 1 FROM devices WHERE identifier = $1 FOR UPDATE", 1,
+                  v) < 0 ||
+        /* A statement of its own: its snapshot is taken after the lock. */
+        !(r = pn_db_q(pd->db, &err,
+                      "SELECT count(*) FROM device_updates u JOIN devices d ON d.id = u.device_id "
+                      "WHERE d.identifier = $1 AND u.broker_id = $2 AND u.state IN " PD_INFLIGHT,
+                      2, v))) {
+        /* Cleared anyway: an ended update's manifest left retained could
+         * still be installed; a wiped newer one is published again at its
+         * renewal. */
+        pn_db_rollback(pd->db);
+        pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
+        pd_log(PD_ERR "clearing the manifest of %s on broker %s: %s; cleared unchecked",
+               identifier, b->id, err.msg);
         pd_publish(b, topic, NULL, 0, true);
-    pd_inflight_forget(pd, identifier);
+        return;
+    }
+    bool newer = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
+    PQclear(r);
+    if (newer)
+        pd_log("%s has a newer manifest in flight on broker %s: not cleared there", identifier,
+               b->id);
+    else
+        pd_publish(b, topic, NULL, 0, true);
+    pn_db_commit(pd->db, NULL);
 }

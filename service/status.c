@@ -12,28 +12,57 @@
 #include "messages.h"
 #include "piniond.h"
 
+/* Runs of one status transaction before the report is given up: a run
+ * PostgreSQL aborts as a deadlock victim or for a serialization failure
+ * is run again (the message is not dropped). */
+#define STATUS_TRIES 5
 
-int pd_handle_status(struct pd *pd, const char *identifier, const void *payload, int len,
-                     bool final)
+/* One run of the status transaction: its connection, and the SQLSTATE of
+ * the statement that failed ("" if none). */
+struct txn {
+    PGconn *db;
+    char sqlstate[6];
+};
+
+static PGresult *tq(struct txn *t, struct pn_err *err, const char *sql, int n,
+                    const char *const *v)
 {
-    struct pn_err err;
-    struct pd_status st;
-    if (pd_msg_parse_status(payload, len < 0 ? 0 : (size_t)len, &st, &err) < 0) {
-        pd_log_ignored(pd, identifier, "ignored status from %s: %s", identifier, err.msg);
-        return 0;
-    }
-    const char *uuid = st.uuid, *state = st.state, *reason = st.reason;
-    bool fw = st.has_firmware;
+    return pn_db_exec(t->db, err, sql, n, v, NULL, NULL, t->sqlstate);
+}
 
-    bool clear = false;
-    char clear_on[65] = ""; /* the broker holding the retained manifest */
-    unsigned long completed = 0, failed = 0, held_back = 0; /* for metrics, once committed */
-    if (pn_db_begin(pd->db, &err) < 0)
+static int tcmd(struct txn *t, struct pn_err *err, const char *sql, int n, const char *const *v)
+{
+    PGresult *r = tq(t, err, sql, n, v);
+    PQclear(r);
+    return r ? 0 : -1;
+}
+
+/* What a committed status run leaves to do after its commit. */
+struct status_done {
+    bool clear;
+    char clear_on[65]; /* the broker holding the retained manifest */
+    unsigned long completed, failed, held_back;
+};
+
+/* One run of the status transaction.  Locks, in the order every writer of
+ * these rows takes them (rollout.c's reissue too): the device's row, then
+ * its in-flight device_updates, then their deployments.  0 recorded, 1 no
+ * such active device (rolled back), -1 failed (rolled back; err, and
+ * t->sqlstate says whether a new run may succeed). */
+static int record_status(struct pd *pd, struct txn *t, const char *identifier,
+                         const struct pd_status *st, struct status_done *done, struct pn_err *err)
+{
+    const char *uuid = st->uuid, *state = st->state, *reason = st->reason;
+    bool fw = st->has_firmware;
+    memset(done, 0, sizeof(*done));
+    t->sqlstate[0] = '\0';
+    if (tcmd(t, err, "BEGIN", 0, NULL) < 0)
         goto dberr;
     /* A report's firmware object replaces all four fields together (an
      * absent one becomes unknown), so they never describe two firmwares. */
-    const char *dv[] = {identifier, uuid, st.version, st.platform, st.architecture, fw ? "t" : "f"};
-    PGresult *r = pn_db_q(pd->db, &err,
+    const char *dv[] = {identifier, uuid, st->version, st->platform, st->architecture,
+                        fw ? "t" : "f"};
+    PGresult *r = tq(t, err,
                           "UPDATE devices SET last_seen = now(), "
                           "firmware_uuid = CASE WHEN $6::bool THEN $2 ELSE firmware_uuid END, "
                           "firmware_version = CASE WHEN $6::bool THEN $3 ELSE firmware_version END, "
@@ -48,19 +77,14 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
     if (PQntuples(r) != 1) {
         PQclear(r);
         pn_db_rollback(pd->db);
-        pd_status_free(&st);
-        if (!final)
-            return 1;
-        pd_log_ignored(pd, identifier, "ignored status from %s: no such active device",
-                       identifier);
-        return 0;
+        return 1;
     }
     char device_id[24];
     snprintf(device_id, sizeof(device_id), "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
 
     const char *uv[] = {device_id};
-    r = pn_db_q(pd->db, &err,
+    r = tq(t, err,
                 "SELECT u.deployment_id, u.attempts, f.uuid, dp.name, u.broker_id "
                 "FROM device_updates u "
                 "JOIN deployments dp ON dp.id = u.deployment_id "
@@ -74,16 +98,16 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
         int attempts = atoi(PQgetvalue(r, i, 1));
         const char *why = reason ? reason : "";
         if (!PQgetisnull(r, i, 4))
-            snprintf(clear_on, sizeof(clear_on), "%s", PQgetvalue(r, i, 4));
+            snprintf(done->clear_on, sizeof(done->clear_on), "%s", PQgetvalue(r, i, 4));
         if (uuid && strcmp(uuid, PQgetvalue(r, i, 2)) == 0) {
             const char *v[] = {device_id, dep};
-            if (pn_db_cmd(pd->db, &err,
+            if (tcmd(t, err,
                           "UPDATE device_updates SET state = 'complete', reason = '', "
                           "updated_at = now() WHERE device_id = $1 AND deployment_id = $2",
                           2, v) < 0)
                 goto dberr_r;
-            clear = true;
-            completed++;
+            done->clear = true;
+            done->completed++;
             pd_log("%s completed deployment %s (firmware %s)", identifier, name, uuid);
         } else if (state && strcmp(state, "failed") == 0) {
             attempts++;
@@ -91,12 +115,12 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
             snprintf(att, sizeof(att), "%d", attempts);
             snprintf(pen, sizeof(pen), "%d", pd->cfg.penalty);
             bool held = attempts >= pd->cfg.max_attempts;
-            failed++;
-            held_back += held;
+            done->failed++;
+            done->held_back += held;
             const char *v[] = {device_id, dep, att, why, pen};
             /* Held back: penalty.  Otherwise expires_at = now() makes the
              * next renewal re-issue the manifest with a fresh sequence. */
-            if (pn_db_cmd(pd->db, &err,
+            if (tcmd(t, err,
                           held ? "UPDATE device_updates SET state = 'penalty', attempts = $3, "
                                  "reason = $4, penalty_until = now() + make_interval(secs => $5::int), "
                                  "held_back = true, updated_at = now() "
@@ -111,11 +135,11 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
                        identifier, attempts, name, why);
                 continue;
             }
-            clear = true;
+            done->clear = true;
             pd_log("%s failed deployment %s %d times (%s): held back for %d s", identifier, name,
                    attempts, why, pd->cfg.penalty);
             const char *fv[] = {dep};
-            PGresult *f = pn_db_q(pd->db, &err,
+            PGresult *f = tq(t, err,
                                   "UPDATE deployments SET failures = (SELECT count(*) FROM "
                                   "device_updates WHERE deployment_id = $1 AND held_back), "
                                   "updated_at = now() WHERE id = $1 RETURNING failures, max_failures",
@@ -129,7 +153,7 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
                 snprintf(reason_text, sizeof(reason_text),
                          "paused itself: %d devices failed (max-failures %d)", failures, maxf);
                 const char *pv[] = {dep, reason_text};
-                if (pn_db_cmd(pd->db, &err,
+                if (tcmd(t, err,
                               "UPDATE deployments SET state = 'paused', state_reason = $2, "
                               "updated_at = now() WHERE id = $1 AND state = 'running'",
                               2, pv) < 0)
@@ -139,7 +163,7 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
             }
         } else if (state && strcmp(state, "idle") != 0 && strcmp(state, "complete") != 0) {
             const char *v[] = {device_id, dep, state, why};
-            if (pn_db_cmd(pd->db, &err,
+            if (tcmd(t, err,
                           "UPDATE device_updates SET state = $3, reason = $4, updated_at = now() "
                           "WHERE device_id = $1 AND deployment_id = $2",
                           4, v) < 0)
@@ -147,21 +171,55 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
         }
     }
     PQclear(r);
-    if (pn_db_commit(pd->db, &err) < 0)
+    if (tcmd(t, err, "COMMIT", 0, NULL) < 0)
         goto dberr;
-    pd_metrics_add(pd->metrics, PD_M_COMPLETIONS, completed);
-    pd_metrics_add(pd->metrics, PD_M_FAILURES, failed);
-    pd_metrics_add(pd->metrics, PD_M_PENALTIES, held_back);
-    if (clear)
-        pd_clear_manifest(pd, identifier, clear_on[0] ? clear_on : NULL);
-    pd_status_free(&st);
     return 0;
 dberr_r:
     PQclear(r);
 dberr:
     pn_db_rollback(pd->db);
-    pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
-    pd_log(PD_ERR "status from %s not recorded: %s", identifier, err.msg);
+    return -1;
+}
+
+int pd_handle_status(struct pd *pd, const char *identifier, const void *payload, int len,
+                     bool final)
+{
+    struct pn_err err;
+    struct pd_status st;
+    if (pd_msg_parse_status(payload, len < 0 ? 0 : (size_t)len, &st, &err) < 0) {
+        pd_log_ignored(pd, identifier, "ignored status from %s: %s", identifier, err.msg);
+        return 0;
+    }
+    struct txn t = {.db = pd->db};
+    struct status_done done;
+    int rc = -1;
+    for (int run = 1; run <= STATUS_TRIES; run++) {
+        rc = record_status(pd, &t, identifier, &st, &done, &err);
+        if (rc < 0)
+            pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
+        if (rc >= 0 || (strcmp(t.sqlstate, PN_SQLSTATE_DEADLOCK) != 0 &&
+                        strcmp(t.sqlstate, PN_SQLSTATE_SERIALIZATION) != 0))
+            break;
+        if (run < STATUS_TRIES)
+            pd_log(PD_NOTICE "status from %s: %s (SQLSTATE %s); running it again (%d of %d)",
+                   identifier, err.msg, t.sqlstate, run + 1, STATUS_TRIES);
+    }
     pd_status_free(&st);
+    if (rc == 1) {
+        if (!final)
+            return 1;
+        pd_log_ignored(pd, identifier, "ignored status from %s: no such active device",
+                       identifier);
+        return 0;
+    }
+    if (rc < 0) {
+        pd_log(PD_ERR "status from %s not recorded: %s", identifier, err.msg);
+        return 0;
+    }
+    pd_metrics_add(pd->metrics, PD_M_COMPLETIONS, done.completed);
+    pd_metrics_add(pd->metrics, PD_M_FAILURES, done.failed);
+    pd_metrics_add(pd->metrics, PD_M_PENALTIES, done.held_back);
+    if (done.clear)
+        pd_clear_manifest(pd, identifier, done.clear_on[0] ? done.clear_on : NULL);
     return 0;
 }

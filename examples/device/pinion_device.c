@@ -3,7 +3,10 @@
  *
  * What a device must do to take firmware from Pinion safely, in order:
  *   1. connect with its own certificate; client id = its identifier;
- *   2. report its firmware and state on fleet/<id>/up/status;
+ *   2. report its firmware and state on fleet/<id>/up/status, and again
+ *      every --status-every seconds (default 300) while idle: a report sent
+ *      while piniond is not (yet) connected to this broker reaches no one,
+ *      and piniond targets devices by the firmware they reported;
  *   3. on fleet/<id>/down/update, accept a manifest only if
  *        - its DSSE signature verifies with the release public key it embeds,
  *        - it names this device, is not expired, and its sequence is above
@@ -24,6 +27,7 @@
  *          --release-key RELEASE.pub --fw-key FW.pub [--fw-key ...]
  *          --state DIR [--product P --version V --platform X --architecture Y]
  *          [--topic-root fleet] [--chunk N] [--fail-installs N] [--run-for S]
+ *          [--status-every S]
  *
  * State (DIR/state.json): last accepted sequence, the SHA-256 of a manifest
  * accepted but not yet carried out, and the current firmware, so a restarted
@@ -68,6 +72,8 @@ struct device {
     int last_pct;      /* progress last reported */
     time_t last_request; /* when the chunk being waited for was asked for */
     time_t last_report;
+    time_t last_status; /* any status sent */
+    int status_every;   /* s between status reports while idle; 0: only on changes */
     int chunk;
     int fail_installs; /* test hook: fail this many installs */
     struct mosquitto *mq;
@@ -133,6 +139,7 @@ static void report(struct device *d, const char *state, int progress, const char
         json_object_set_new(j, "reason", json_string(reason));
     char *s = json_dumps(j, JSON_COMPACT);
     mosquitto_publish(d->mq, NULL, topic, (int)strlen(s), s, 1, false);
+    d->last_status = time(NULL);
     printf("status %s%s%s\n", state, reason ? ": " : "", reason ? reason : "");
     fflush(stdout);
     free(s);
@@ -259,8 +266,14 @@ static void on_manifest(struct device *d, const void *payload, int len)
                        strlen(m.firmware.uuid), "-", &ub, NULL) != 0 ||
         ub != sizeof(d->uuid_bin))
         memset(d->uuid_bin, 0, sizeof(d->uuid_bin)); /* matches no chunk */
-    printf("accepted manifest %lld for %s %s\n", (long long)m.sequence, m.firmware.product,
-           m.firmware.version);
+    /* The one being carried out, again (piniond published it again after
+     * a restart, or the broker delivered the retained copy at a
+     * reconnect): nothing new was accepted. */
+    if (again && same)
+        printf("same manifest %lld again: carrying on\n", (long long)m.sequence);
+    else
+        printf("accepted manifest %lld for %s %s\n", (long long)m.sequence, m.firmware.product,
+               m.firmware.version);
     if (!same) {
         /* Resume a partial download of the same firmware from its size. */
         char p[4096];
@@ -286,9 +299,10 @@ static void on_manifest(struct device *d, const void *payload, int len)
         finish(d);
         return;
     }
-    /* Also on a re-issue of the firmware being downloaded: the service
-     * re-issues after a restart, when the last request or its answer may
-     * have been lost.  A duplicate answer is ignored (offset != have). */
+    /* Also on the same manifest again, or a re-issue of the firmware being
+     * downloaded: the service publishes it again after a restart, when the
+     * last request or its answer may have been lost.  A duplicate answer is
+     * ignored (offset != have). */
     request_chunk(d);
 }
 
@@ -450,7 +464,8 @@ static void usage(FILE *to)
     fprintf(to, "usage: pinion-device --host H --port P --cafile CA --cert C --key K --id ID\n"
                 "  --release-key RELEASE.pub --fw-key FW.pub [--fw-key ...] --state DIR\n"
                 "  [--product P --version V --platform X --architecture Y]\n"
-                "  [--topic-root R] [--chunk BYTES] [--fail-installs N] [--run-for SECONDS]\n");
+                "  [--topic-root R] [--chunk BYTES] [--fail-installs N] [--run-for SECONDS]\n"
+                "  [--status-every SECONDS]\n");
 }
 
 int main(int argc, char **argv)
@@ -461,6 +476,7 @@ int main(int argc, char **argv)
     double run_for = 0;
     d.root = "fleet";
     d.chunk = 65536;
+    d.status_every = 300;
     struct pn_err err;
     static struct option lo[] = {
         {"host", 1, 0, 'h'},         {"port", 1, 0, 'p'},       {"cafile", 1, 0, 'a'},
@@ -469,6 +485,7 @@ int main(int argc, char **argv)
         {"product", 1, 0, 'P'},      {"version", 1, 0, 'V'},    {"platform", 1, 0, 'X'},
         {"architecture", 1, 0, 'Y'}, {"topic-root", 1, 0, 't'}, {"chunk", 1, 0, 'n'},
         {"fail-installs", 1, 0, 'F'}, {"run-for", 1, 0, 'R'},   {"help", 0, 0, 'H'},
+        {"status-every", 1, 0, 'S'},
         {0, 0, 0, 0}};
     if (sodium_init() < 0)
         return 1;
@@ -500,6 +517,7 @@ int main(int argc, char **argv)
         case 'n': d.chunk = atoi(optarg); break;
         case 'F': d.fail_installs = atoi(optarg); break;
         case 'R': run_for = atof(optarg); break;
+        case 'S': d.status_every = atoi(optarg); break;
         case 'H': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -544,6 +562,11 @@ int main(int argc, char **argv)
                 if (d.updating && d.last_request &&
                     time(NULL) - d.last_request >= CHUNK_RETRY_S)
                     request_chunk(&d);
+                /* Idle reports again now and then: the first one may have
+                 * been sent while piniond was not connected to this broker. */
+                if (!d.updating && d.status_every > 0 && d.last_status &&
+                    time(NULL) - d.last_status >= d.status_every)
+                    report(&d, "idle", 0, NULL);
                 if (run_for > 0 && difftime(time(NULL), start) >= run_for)
                     stop = 1;
             }

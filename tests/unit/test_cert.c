@@ -29,6 +29,29 @@ static int err_has(const struct pn_err *err, const char *a, const char *b)
 
 /* ---------------------------------------------------------------- ident */
 
+/* HOST:PORT as brokers' service_address and piniond's metrics_listen give
+ * it (one parser for both). */
+static void test_addr_split(void)
+{
+    char host[16];
+    int port = 0;
+    CHECK(pn_addr_split("127.0.0.1:8883", host, sizeof(host), &port) == 0);
+    CHECK(strcmp(host, "127.0.0.1") == 0 && port == 8883);
+    CHECK(pn_addr_split("[::1]:9100", host, sizeof(host), &port) == 0);
+    CHECK(strcmp(host, "::1") == 0 && port == 9100);
+    CHECK(pn_addr_split("broker-2:1", host, sizeof(host), &port) == 0 && port == 1);
+    CHECK(pn_addr_split("h:65535", host, sizeof(host), &port) == 0 && port == 65535);
+    CHECK(pn_addr_split("nonsense", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("127.0.0.1:", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split(":8883", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("[]:8883", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("h:0", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("h:65536", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("h:80x", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("a-very-long-host-name:80", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split(NULL, host, sizeof(host), &port) < 0);
+}
+
 static void test_topic_root(void)
 {
     char s[PN_TOPIC_ROOT_MAX + 2];
@@ -683,6 +706,7 @@ int main(void)
         return 2;
     }
     test_ident();
+    test_addr_split();
     test_topic_root();
     test_key_check();
     test_make_and_check();
