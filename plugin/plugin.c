@@ -31,6 +31,7 @@
 #include "cert.h"
 #include "denylog.h"
 #include "err.h"
+#include "fsutil.h"
 #include "ident.h"
 #include "metrics.h"
 #include "ops.h"
@@ -111,12 +112,10 @@ static bool broker_id_valid(const char *v)
 /* host:port, as piniond will dial it ([v6]:port too). */
 static bool address_valid(const char *v)
 {
-    const char *colon = strrchr(v, ':');
-    char *end;
-    if (!colon || colon == v || strpbrk(v, " \t/") || strlen(v) >= 256)
-        return false;
-    long port = strtol(colon + 1, &end, 10);
-    return colon[1] && !*end && port >= 1 && port <= 65535;
+    /* No blanks or '/': the brokers table's CHECK refuses them too. */
+    char host[256];
+    int port;
+    return !strpbrk(v, " \t/") && pn_addr_split(v, host, sizeof(host), &port) == 0;
 }
 
 /* Defaults: the host's name as broker_id and <hostname>:8883 as
@@ -315,13 +314,6 @@ struct waker {
     atomic_ulong signals; /* sent, for the log at cleanup */
 };
 
-static long long monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void wake_handler(int signo)
 {
     (void)signo; /* interrupting epoll_wait is all it is for */
@@ -343,7 +335,7 @@ static void *waker_main(void *arg)
             until.tv_nsec -= 1000000000L;
         }
         pthread_cond_timedwait(&w->cv, &w->mu, &until);
-        if (!w->stop && monotonic_ms() - atomic_load(&w->last_tick_ms) > WAKE_STALE_MS) {
+        if (!w->stop && pn_mono_ms() - atomic_load(&w->last_tick_ms) > WAKE_STALE_MS) {
             pthread_kill(w->main_thread, w->signo);
             atomic_fetch_add(&w->signals, 1);
         }
@@ -361,7 +353,7 @@ static struct waker *waker_start(void)
         return NULL;
     w->signo = SIGRTMIN + 6; /* Mosquitto itself uses SIGRTMIN (log rotation) */
     w->main_thread = pthread_self();
-    atomic_init(&w->last_tick_ms, monotonic_ms());
+    atomic_init(&w->last_tick_ms, pn_mono_ms());
     atomic_init(&w->signals, 0);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -726,7 +718,7 @@ static int on_tick(int event, void *event_data, void *userdata)
     (void)event;
     p->reloading = false;
     if (p->waker)
-        atomic_store(&p->waker->last_tick_ms, monotonic_ms());
+        atomic_store(&p->waker->last_tick_ms, pn_mono_ms());
     if (p->broker21)
         ((struct mosquitto_evt_tick *)event_data)->TICK_NEXT_MS = TICK_REQUEST_MS;
     time_t now = time(NULL);

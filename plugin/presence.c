@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "db.h"
+#include "fsutil.h"
 #include "map.h"
 
 #define FLUSH_MS 100        /* marks reach the database within this, in batches */
@@ -156,7 +157,7 @@ static void set_conflict(struct pn_presence *p, const char *address, const char 
              "to its devices; give each broker its own plugin_opt_broker_id",
              p->broker_id, address, since);
     p->conflict_new = true;
-    p->conflict_ms = now_ms(CLOCK_MONOTONIC);
+    p->conflict_ms = pn_mono_ms();
     p->started[0] = '\0';
 }
 
@@ -207,7 +208,7 @@ static int take_row(struct pn_presence *p, PGconn *db, struct pn_err *err)
     snprintf(p->started, sizeof(p->started), "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
     p->conflict[0] = '\0';
-    p->last_beat_ms = now_ms(CLOCK_MONOTONIC);
+    p->last_beat_ms = pn_mono_ms();
     return 0;
 }
 
@@ -347,7 +348,7 @@ static int write_marks(struct pn_presence *p, PGconn *db, json_t *marks, struct 
 
 int pn_presence_flush(struct pn_presence *p, PGconn *db, struct pn_err *err)
 {
-    long now = now_ms(CLOCK_MONOTONIC);
+    long now = pn_mono_ms();
     bool due_beat = now - p->last_beat_ms >= PN_HEARTBEAT_S * 1000L;
     if (!due_beat && now - p->last_flush_ms < FLUSH_MS)
         return 0;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "presence.h"
 #include "sync_internal.h"
 
@@ -78,13 +79,6 @@ struct pn_op *pn_sync_take(struct pn_sync *s)
     return ops;
 }
 
-static double mono_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 /* The worker is woken by the first request only: it waits PIN_LINGER_MS
  * for more (see pn_persist_pins), and a write to the pipe per CONNECT
  * would cost the broker's thread a system call each. */
@@ -94,7 +88,7 @@ void pn_sync_pin(struct pn_sync *s, struct pn_pin_req *r)
     pthread_mutex_lock(&s->mu);
     bool first = s->nreqs == 0;
     if (first)
-        s->reqs_since = mono_now();
+        s->reqs_since = pn_mono_ms();
     *s->reqs_tail = r;
     s->reqs_tail = &r->next;
     s->nreqs++;
@@ -107,14 +101,14 @@ int pn_sync_pins_due_ms(struct pn_sync *s)
 {
     pthread_mutex_lock(&s->mu);
     int n = s->nreqs;
-    double since = s->reqs_since;
+    long since = s->reqs_since;
     pthread_mutex_unlock(&s->mu);
     if (n == 0)
         return 1000;
     if (n >= PIN_BATCH)
         return 0;
-    double left = since + PIN_LINGER_MS / 1000.0 - mono_now();
-    return left > 0 ? (int)(left * 1000) + 1 : 0;
+    long left = since + PIN_LINGER_MS - pn_mono_ms();
+    return left > 0 ? (int)left : 0;
 }
 
 struct pn_pin_req *pn_sync_take_pins(struct pn_sync *s)
@@ -133,7 +127,7 @@ void pn_sync_return_pins(struct pn_sync *s, struct pn_pin_req *list)
     pthread_mutex_lock(&s->mu);
     struct pn_pin_req **tail = &list;
     if (s->nreqs == 0)
-        s->reqs_since = mono_now();
+        s->reqs_since = pn_mono_ms();
     while (*tail) {
         tail = &(*tail)->next;
         s->nreqs++;

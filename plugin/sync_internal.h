@@ -36,7 +36,7 @@ struct pn_sync {
     struct pn_op *ops, **ops_tail;
     struct pn_pin_req *reqs, **reqs_tail;
     int nreqs;           /* queued pin requests */
-    double reqs_since;   /* when the oldest of them was queued (monotonic s) */
+    long reqs_since;     /* when the oldest of them was queued (pn_mono_ms) */
     struct pn_op *trash; /* old snapshots, freed here rather than on the broker's thread */
     json_t *seen_dev, *seen_cert;
     int wake[2];
