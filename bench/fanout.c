@@ -294,8 +294,8 @@ static int worker(int lo, int hi, int port, int parallel, double status_rate)
                 status_credit--;
                 char topic[128];
                 snprintf(topic, sizeof(topic), "fleet/%s/up/status", devs[i].id);
-                mosquitto_publish(devs[i].mq, NULL, topic, (int)strlen(status_json), status_json,
-                                  1, false);
+                mosquitto_publish(devs[i].mq, NULL, topic, (int)strlen(status_json), status_json, 1,
+                                  false);
                 arm(&devs[i]);
             }
         }

@@ -12,7 +12,6 @@
 #include "bench.h"
 #include "sync.h"
 
-
 int main(int argc, char **argv)
 {
     if (argc != 3 || sodium_init() < 0) {

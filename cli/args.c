@@ -130,7 +130,8 @@ int cli_check_identifier(const char *identifier)
 {
     if (!pn_ident_valid(identifier))
         return cli_fail("invalid device identifier '%s': use 1-128 characters of "
-                        "A-Z a-z 0-9 . _ : -", identifier),
+                        "A-Z a-z 0-9 . _ : -",
+                        identifier),
                -1;
     if (pn_ident_reserved(identifier))
         return cli_fail("device identifier '%s' is reserved", identifier), -1;

@@ -192,7 +192,8 @@ static int cmd_verification_cert(struct cli_ctx *ctx, int argc, char **argv)
                         "--code CODE and --out FILE");
     if (!code_syntax_ok(code))
         return cli_fail("'%s' is not a registration code (64 lowercase hex digits from "
-                        "`pinion ca code`)", code);
+                        "`pinion ca code`)",
+                        code);
     bool cn = strcmp(style, "cn") == 0 || strcmp(style, "both") == 0;
     bool uri = strcmp(style, "uri") == 0 || strcmp(style, "both") == 0;
     if (!cn && !uri)
@@ -291,7 +292,9 @@ static int claim_code(struct cli_ctx *ctx, char codes[][2 * CODE_BYTES + 1], int
             return cli_fail("the registration code has already been used"), -1;
         if (expired)
             return cli_fail("the registration code expired at %s; get a new one with "
-                            "`pinion ca code`", expires), -1;
+                            "`pinion ca code`",
+                            expires),
+                   -1;
         const char *u[] = {h, ca_id};
         if (pn_db_cmd(ctx->db, &err,
                       "UPDATE registration_codes SET used_at = now(), used_for = $2 "
@@ -304,20 +307,20 @@ static int claim_code(struct cli_ctx *ctx, char codes[][2 * CODE_BYTES + 1], int
     return -1;
 }
 
-static const char CA_COLUMNS[] =
-    "c.id, c.subject, c.status, c.not_before, "
-    "c.not_after, c.ski, c.serial, p.name AS jitp_product, "
-    "to_jsonb(c.jitp_tags) AS jitp_tags, c.description";
+static const char CA_COLUMNS[] = "c.id, c.subject, c.status, c.not_before, "
+                                 "c.not_after, c.ski, c.serial, p.name AS jitp_product, "
+                                 "to_jsonb(c.jitp_tags) AS jitp_tags, c.description";
 
 static int print_ca(struct cli_ctx *ctx, const char *id)
 {
     char sql[1024];
-    snprintf(sql, sizeof(sql),
-             "SELECT %s, o.name AS org, c.created_at AS registered_at, "
-             "(SELECT count(*) FROM device_certificates d WHERE d.ca_id = c.id) AS pinned_certificates "
-             "FROM ca_certificates c JOIN orgs o ON o.id = c.org_id "
-             "LEFT JOIN products p ON p.id = c.jitp_product_id WHERE c.id = $1",
-             CA_COLUMNS);
+    snprintf(
+        sql, sizeof(sql),
+        "SELECT %s, o.name AS org, c.created_at AS registered_at, "
+        "(SELECT count(*) FROM device_certificates d WHERE d.ca_id = c.id) AS pinned_certificates "
+        "FROM ca_certificates c JOIN orgs o ON o.id = c.org_id "
+        "LEFT JOIN products p ON p.id = c.jitp_product_id WHERE c.id = $1",
+        CA_COLUMNS);
     const char *v[] = {id};
     char missing[128];
     snprintf(missing, sizeof(missing), "no CA certificate with id %s", id);
@@ -369,7 +372,8 @@ static int cmd_register(struct cli_ctx *ctx, int argc, char **argv)
     int ncodes = verification_codes(v, codes, 4);
     if (ncodes == 0) {
         cli_fail("%s: carries no registration code (as subject CN or SAN URI "
-                 "urn:pinion:verify:CODE)", vpath);
+                 "urn:pinion:verify:CODE)",
+                 vpath);
         goto out;
     }
     if (!(tags = cli_tags(tags_csv)))
@@ -406,8 +410,18 @@ static int cmd_register(struct cli_ctx *ctx, int argc, char **argv)
     if (claim_code(ctx, codes, ncodes, org_id, id) < 0)
         goto rollback;
     char state[6];
-    const char *iv[] = {id, org_id, subject, ski, aki[0] ? aki : NULL, serial, nb, na,
-                        (const char *)der, product_id[0] ? product_id : NULL, tags_text, desc};
+    const char *iv[] = {id,
+                        org_id,
+                        subject,
+                        ski,
+                        aki[0] ? aki : NULL,
+                        serial,
+                        nb,
+                        na,
+                        (const char *)der,
+                        product_id[0] ? product_id : NULL,
+                        tags_text,
+                        desc};
     int lens[12] = {0, 0, 0, 0, 0, 0, 0, 0, derlen, 0, 0, 0};
     int fmts[12] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0};
     PGresult *res = pn_db_exec(
@@ -491,8 +505,8 @@ static int set_status(struct cli_ctx *ctx, int argc, char **argv, const char *to
     if (pn_db_cmd(ctx->db, &err, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL) < 0)
         return cli_fail_err(&err);
     const char *v[] = {id, to};
-    PGresult *res = pn_db_q(ctx->db, &err,
-                            "SELECT status FROM ca_certificates WHERE id = $1 FOR UPDATE", 1, v);
+    PGresult *res =
+        pn_db_q(ctx->db, &err, "SELECT status FROM ca_certificates WHERE id = $1 FOR UPDATE", 1, v);
     if (!res)
         goto fail;
     if (PQntuples(res) != 1) { /* deleted since it was resolved */
@@ -523,7 +537,10 @@ static int set_status(struct cli_ctx *ctx, int argc, char **argv, const char *to
         PQclear(res);
     }
     char action[32], detail[64];
-    snprintf(action, sizeof(action), "ca.%s", revoke ? "revoke" : to[0] == 'd' ? "disable" : "enable");
+    snprintf(action, sizeof(action), "ca.%s",
+             revoke         ? "revoke"
+             : to[0] == 'd' ? "disable"
+                            : "enable");
     snprintf(detail, sizeof(detail), "{\"from\": \"%s\", \"cascaded\": %lld}", was, cascaded);
     if (pn_db_audit(ctx->db, &err, action, id, detail) < 0 || pn_db_commit(ctx->db, &err) < 0)
         goto fail;
@@ -556,7 +573,8 @@ const struct cli_cmd cli_ca_cmds[] = {
     {"create", cmd_create, "--cn NAME --out DIR [--days N] [--parent DIR]",
      "create a Device CA: a new P-256 key and certificate in DIR (ca.key, ca.pem)",
      "The key is written to DIR/ca.key with mode 0600 and is never stored in the database.\n"
-     "--parent DIR signs the new CA with the CA in DIR (an intermediate CA); default: self-signed.\n"
+     "--parent DIR signs the new CA with the CA in DIR (an intermediate CA); default: "
+     "self-signed.\n"
      "--days sets the validity (default 3650). Nothing is overwritten."},
     {"code", cmd_code, "ORG", "issue a one-time registration code for ORG, valid for 1 hour",
      "Prints the code on stdout. Only its SHA-256 is stored."},
@@ -569,13 +587,15 @@ const struct cli_cmd cli_ca_cmds[] = {
      "ORG CA.pem --verification-cert V.pem [--jitp PRODUCT [--tags a,b]] [--description TEXT]",
      "register a Device CA for ORG with proof of possession of its key",
      "The CA must have CA:TRUE, a subjectKeyIdentifier, an RSA>=2048 or EC P-256/P-384 key and be\n"
-     "within its validity. V.pem must be signed by the CA's key and carry an unused, unexpired code\n"
+     "within its validity. V.pem must be signed by the CA's key and carry an unused, unexpired "
+     "code\n"
      "of ORG. With --jitp, devices unknown to Pinion are created on first connect in PRODUCT with\n"
      "the given tags (just-in-time provisioning); without it, devices must exist beforehand."},
     {"list", cmd_list, "ORG", "list ORG's Device CAs", NULL},
-    {"show", cmd_show, "ID", "show one CA (ID: certificate id or a unique prefix of 8+ digits)", NULL},
-    {"disable", cmd_disable, "ID", "stop admitting new devices of this CA (pinned ones still connect)",
+    {"show", cmd_show, "ID", "show one CA (ID: certificate id or a unique prefix of 8+ digits)",
      NULL},
+    {"disable", cmd_disable, "ID",
+     "stop admitting new devices of this CA (pinned ones still connect)", NULL},
     {"enable", cmd_enable, "ID", "re-enable a disabled CA", NULL},
     {"revoke", cmd_revoke, "ID [--cascade]", "revoke a CA for good",
      "New devices of the CA are refused. With --cascade every device certificate pinned under it\n"

@@ -39,13 +39,14 @@ static const char DEPLOYMENT_SELECT[] =
 static int print_deployment(struct cli_ctx *ctx, const char *org_id, const char *name)
 {
     char sql[2048];
-    snprintf(sql, sizeof(sql),
-             "%s, (SELECT coalesce(jsonb_object_agg(state, n), '{}'::jsonb) FROM (SELECT u.state, "
-             "count(*) AS n FROM device_updates u WHERE u.deployment_id = d.id GROUP BY u.state) s) "
-             "AS devices FROM deployments d JOIN orgs o ON o.id = d.org_id "
-             "JOIN products p ON p.id = d.product_id JOIN firmware f ON f.id = d.firmware_id "
-             "WHERE d.org_id = $1 AND d.name = $2",
-             DEPLOYMENT_SELECT);
+    snprintf(
+        sql, sizeof(sql),
+        "%s, (SELECT coalesce(jsonb_object_agg(state, n), '{}'::jsonb) FROM (SELECT u.state, "
+        "count(*) AS n FROM device_updates u WHERE u.deployment_id = d.id GROUP BY u.state) s) "
+        "AS devices FROM deployments d JOIN orgs o ON o.id = d.org_id "
+        "JOIN products p ON p.id = d.product_id JOIN firmware f ON f.id = d.firmware_id "
+        "WHERE d.org_id = $1 AND d.name = $2",
+        DEPLOYMENT_SELECT);
     const char *v[] = {org_id, name};
     char missing[160];
     snprintf(missing, sizeof(missing), "no deployment named '%.64s'", name);
@@ -55,8 +56,8 @@ static int print_deployment(struct cli_ctx *ctx, const char *org_id, const char 
 static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
 {
     const char *fw = NULL, *tags_csv = NULL, *req = "", *conc_s = NULL, *maxf_s = NULL, *pos[3];
-    struct cli_opt opts[] = {{"firmware", 1, &fw, NULL},     {"tags", 1, &tags_csv, NULL},
-                             {"version", 1, &req, NULL},     {"concurrency", 1, &conc_s, NULL},
+    struct cli_opt opts[] = {{"firmware", 1, &fw, NULL},         {"tags", 1, &tags_csv, NULL},
+                             {"version", 1, &req, NULL},         {"concurrency", 1, &conc_s, NULL},
                              {"max-failures", 1, &maxf_s, NULL}, {NULL, 0, NULL, NULL}};
     int rc;
     struct pn_err err;
@@ -159,9 +160,8 @@ static int set_state(struct cli_ctx *ctx, int argc, char **argv, const char *to)
     PQclear(res);
     if (n != 1)
         return cli_fail("no deployment named '%s'", pos[1]);
-    pn_db_audit(ctx->db, NULL,
-                strcmp(to, "running") == 0 ? "deployment.start" : "deployment.pause", pos[1],
-                NULL);
+    pn_db_audit(ctx->db, NULL, strcmp(to, "running") == 0 ? "deployment.start" : "deployment.pause",
+                pos[1], NULL);
     return print_deployment(ctx, org_id, pos[1]);
 }
 

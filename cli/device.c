@@ -159,10 +159,11 @@ static int cmd_create(struct cli_ctx *ctx, int argc, char **argv)
     }
     PQclear(svc);
     const char *v[] = {pos[2], org_id, product_id, tags_text};
-    PGresult *res = pn_db_exec(ctx->db, &err,
-                               "INSERT INTO devices (identifier, org_id, product_id, tags) "
-                               "VALUES ($1, $2, $3, ARRAY(SELECT jsonb_array_elements_text($4::jsonb)))",
-                               4, v, NULL, NULL, state);
+    PGresult *res =
+        pn_db_exec(ctx->db, &err,
+                   "INSERT INTO devices (identifier, org_id, product_id, tags) "
+                   "VALUES ($1, $2, $3, ARRAY(SELECT jsonb_array_elements_text($4::jsonb)))",
+                   4, v, NULL, NULL, state);
     if (!res) {
         if (strcmp(state, PN_SQLSTATE_UNIQUE) == 0)
             cli_fail("device '%s' already exists", pos[2]);
@@ -219,8 +220,8 @@ static int cmd_revoke(struct cli_ctx *ctx, int argc, char **argv)
     if (pn_db_begin(ctx->db, &err) < 0)
         return cli_fail_err(&err);
     const char *v[] = {pos[0], certarg ? certid : NULL};
-    PGresult *res = pn_db_q(ctx->db, &err,
-                            "SELECT id FROM devices WHERE identifier = $1 FOR UPDATE", 1, v);
+    PGresult *res =
+        pn_db_q(ctx->db, &err, "SELECT id FROM devices WHERE identifier = $1 FOR UPDATE", 1, v);
     if (!res)
         goto fail;
     if (PQntuples(res) != 1) {
@@ -262,8 +263,9 @@ static int cmd_revoke(struct cli_ctx *ctx, int argc, char **argv)
                     certarg ? certid : pos[0], NULL) < 0 ||
         pn_db_commit(ctx->db, &err) < 0)
         goto fail;
-    json_t *o = json_pack("{s:s, s:s, s:I}", "identifier", pos[0], "revoked",
-                          certarg ? "certificate" : "device", "revoked_certificates", (json_int_t)n);
+    json_t *o =
+        json_pack("{s:s, s:s, s:I}", "identifier", pos[0], "revoked",
+                  certarg ? "certificate" : "device", "revoked_certificates", (json_int_t)n);
     cli_print_obj(ctx, o);
     return 0;
 fail:
@@ -302,8 +304,10 @@ static int cmd_tag(struct cli_ctx *ctx, int argc, char **argv)
             }
             json_array_append_new(a[0] == '+' ? add : del, json_string(a + 1));
         } else {
-            fprintf(stderr, "pinion device tag: unexpected argument '%s'\n"
-                            "usage: pinion device tag IDENTIFIER +TAG... -TAG...\n", a);
+            fprintf(stderr,
+                    "pinion device tag: unexpected argument '%s'\n"
+                    "usage: pinion device tag IDENTIFIER +TAG... -TAG...\n",
+                    a);
             rc = 2;
             goto out;
         }
@@ -317,13 +321,14 @@ static int cmd_tag(struct cli_ctx *ctx, int argc, char **argv)
         goto out;
     char *a_text = cli_json_text(add), *d_text = cli_json_text(del);
     const char *v[] = {ident, a_text, d_text};
-    PGresult *res = pn_db_q(
-        ctx->db, &err,
-        "UPDATE devices SET updated_at = now(), tags = ARRAY("
-        " SELECT t FROM (SELECT unnest(tags) UNION SELECT jsonb_array_elements_text($2::jsonb)) s(t)"
-        " WHERE t NOT IN (SELECT jsonb_array_elements_text($3::jsonb)) ORDER BY t) "
-        "WHERE identifier = $1 RETURNING identifier",
-        3, v);
+    PGresult *res =
+        pn_db_q(ctx->db, &err,
+                "UPDATE devices SET updated_at = now(), tags = ARRAY("
+                " SELECT t FROM (SELECT unnest(tags) UNION SELECT "
+                "jsonb_array_elements_text($2::jsonb)) s(t)"
+                " WHERE t NOT IN (SELECT jsonb_array_elements_text($3::jsonb)) ORDER BY t) "
+                "WHERE identifier = $1 RETURNING identifier",
+                3, v);
     free(a_text);
     free(d_text);
     if (!res) {

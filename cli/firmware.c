@@ -106,17 +106,16 @@ static int cmd_fw_pack(struct cli_ctx *ctx, int argc, char **argv)
         return cli_fail_err(&err);
     cli_print_obj(ctx, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s}", "file", out,
                                  "uuid", info.meta.uuid, "product", info.meta.product, "version",
-                                 info.meta.version, "platform", info.meta.platform,
-                                 "architecture", info.meta.architecture, "key_id", info.key_id,
-                                 "size", (json_int_t)info.size, "sha256", info.sha256_hex));
+                                 info.meta.version, "platform", info.meta.platform, "architecture",
+                                 info.meta.architecture, "key_id", info.key_id, "size",
+                                 (json_int_t)info.size, "sha256", info.sha256_hex));
     pn_fw_info_free(&info);
     return 0;
 }
 
 /* Loads the organisation's firmware keys.  Returns the count (keys and
  * names malloc'd) or -1 after printing an error. */
-static int org_keys(struct cli_ctx *ctx, const char *org_id, struct pn_fw_key **keys,
-                    char ***names)
+static int org_keys(struct cli_ctx *ctx, const char *org_id, struct pn_fw_key **keys, char ***names)
 {
     struct pn_err err;
     const char *v[] = {org_id};
@@ -139,7 +138,8 @@ static int org_keys(struct cli_ctx *ctx, const char *org_id, struct pn_fw_key **
             len != 32) {
             PQclear(res);
             return cli_fail("firmware key '%s' in the database is malformed",
-                            PQgetvalue(res, i, 2)), -1;
+                            PQgetvalue(res, i, 2)),
+                   -1;
         }
         snprintf((*keys)[i].id, sizeof((*keys)[i].id), "%s", PQgetvalue(res, i, 0));
         (*names)[i] = strdup(PQgetvalue(res, i, 2));
@@ -157,12 +157,12 @@ static void free_keys(struct pn_fw_key *keys, char **names, int n)
 }
 
 /* The firmware row as upload and show print it. */
-#define FW_COLUMNS                                                                             \
-    "f.uuid, o.name AS org, p.name AS product, f.version, f.platform, f.architecture, "        \
-    "f.author, f.description, f.vcs_identifier, f.misc, k.name AS key, f.key_id, f.size, "     \
+#define FW_COLUMNS                                                                                 \
+    "f.uuid, o.name AS org, p.name AS product, f.version, f.platform, f.architecture, "            \
+    "f.author, f.description, f.vcs_identifier, f.misc, k.name AS key, f.key_id, f.size, "         \
     "f.sha256, f.artifact, f.status, f.uploaded_at "
-#define FW_JOINS                                                                               \
-    "FROM firmware f JOIN orgs o ON o.id = f.org_id JOIN products p ON p.id = f.product_id "   \
+#define FW_JOINS                                                                                   \
+    "FROM firmware f JOIN orgs o ON o.id = f.org_id JOIN products p ON p.id = f.product_id "       \
     "LEFT JOIN firmware_keys k ON k.org_id = f.org_id AND k.key_id = f.key_id "
 
 static int cmd_fw_upload(struct cli_ctx *ctx, int argc, char **argv)
@@ -216,7 +216,8 @@ static int cmd_fw_upload(struct cli_ctx *ctx, int argc, char **argv)
     if (pn_fw_verify(fd, keys, (size_t)nkeys, art.fd, &info, &err) < 0) {
         if (info.reason == PN_FW_NO_KEYS)
             cli_fail("%s: organisation '%s' has no registered firmware keys (pinion key "
-                     "register)", file, org);
+                     "register)",
+                     file, org);
         else
             cli_fail("%s: %s", file, err.msg);
         goto out;
@@ -251,8 +252,8 @@ static int cmd_fw_upload(struct cli_ctx *ctx, int argc, char **argv)
                        (const char *)info.meta_conf,
                        (const char *)info.meta_conf_sig,
                        artifact};
-    const int lengths[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (int)info.meta_conf_len,
-                           PN_FW_SIG_BYTES, 0};
+    const int lengths[] = {
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (int)info.meta_conf_len, PN_FW_SIG_BYTES, 0};
     const int formats[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0};
     if (pn_db_begin(ctx->db, &err) < 0) {
         cli_fail_err(&err);
@@ -268,17 +269,16 @@ static int cmd_fw_upload(struct cli_ctx *ctx, int argc, char **argv)
                      16, v, lengths, formats, state);
     if (!res) {
         if (strcmp(state, PN_SQLSTATE_UNIQUE) == 0)
-            cli_fail("%s: duplicate uuid: firmware %s is already uploaded", file,
-                     info.meta.uuid);
+            cli_fail("%s: duplicate uuid: firmware %s is already uploaded", file, info.meta.uuid);
         else
             cli_fail_err(&err);
         goto out;
     }
     PQclear(res);
     res = NULL;
-    json_t *detail = json_pack("{s:s, s:s, s:s, s:s, s:s}", "org", org, "product", product,
-                               "version", info.meta.version, "key_id", info.key_id, "sha256",
-                               info.sha256_hex);
+    json_t *detail =
+        json_pack("{s:s, s:s, s:s, s:s, s:s}", "org", org, "product", product, "version",
+                  info.meta.version, "key_id", info.key_id, "sha256", info.sha256_hex);
     char *detail_text = cli_json_text(detail);
     json_decref(detail);
     int ok = pn_db_audit(ctx->db, &err, "firmware.upload", info.meta.uuid, detail_text) == 0;
@@ -329,13 +329,12 @@ static int cmd_fw_list(struct cli_ctx *ctx, int argc, char **argv)
     if (n == 2 && cli_product_id(ctx, org_id, pos[0], pos[1], product_id) < 0)
         return 1;
     const char *v[] = {org_id, n == 2 ? product_id : NULL};
-    return cli_list(
-        ctx,
-        "SELECT f.uuid, p.name AS product, f.version, f.platform, f.architecture, "
-        "k.name AS key, f.size, f.status, f.uploaded_at " FW_JOINS
-        "WHERE f.org_id = $1 AND ($2::bigint IS NULL OR f.product_id = $2) "
-        "ORDER BY p.name, f.uploaded_at, f.id",
-        2, v);
+    return cli_list(ctx,
+                    "SELECT f.uuid, p.name AS product, f.version, f.platform, f.architecture, "
+                    "k.name AS key, f.size, f.status, f.uploaded_at " FW_JOINS
+                    "WHERE f.org_id = $1 AND ($2::bigint IS NULL OR f.product_id = $2) "
+                    "ORDER BY p.name, f.uploaded_at, f.id",
+                    2, v);
 }
 
 static int cmd_fw_show(struct cli_ctx *ctx, int argc, char **argv)

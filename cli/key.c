@@ -36,8 +36,8 @@ int cli_key_files_create(struct cli_ctx *ctx, int argc, char **argv)
     pn_fwkey_id(pk, id);
     snprintf(pub_path, sizeof(pub_path), "%s.pub", out);
     snprintf(priv_path, sizeof(priv_path), "%s.priv", out);
-    cli_print_obj(ctx, json_pack("{s:s, s:s, s:s}", "key_id", id, "public", pub_path, "private",
-                                 priv_path));
+    cli_print_obj(
+        ctx, json_pack("{s:s, s:s, s:s}", "key_id", id, "public", pub_path, "private", priv_path));
     return 0;
 }
 
@@ -47,14 +47,13 @@ static int duplicate(struct cli_ctx *ctx, const char *org_id, const char *org, c
 {
     struct pn_err err;
     const char *v[] = {org_id, key_id};
-    PGresult *res = pn_db_q(ctx->db, &err,
-                            "SELECT name FROM firmware_keys WHERE org_id = $1 AND key_id = $2", 2,
-                            v);
+    PGresult *res = pn_db_q(
+        ctx->db, &err, "SELECT name FROM firmware_keys WHERE org_id = $1 AND key_id = $2", 2, v);
     if (!res)
         return cli_fail_err(&err);
     if (PQntuples(res) == 1) {
-        int r = cli_fail("this key is already registered as '%s' in '%s'", PQgetvalue(res, 0, 0),
-                         org);
+        int r =
+            cli_fail("this key is already registered as '%s' in '%s'", PQgetvalue(res, 0, 0), org);
         PQclear(res);
         return r;
     }
@@ -123,7 +122,8 @@ static int cmd_key_list(struct cli_ctx *ctx, int argc, char **argv)
 }
 
 const struct cli_cmd cli_key_cmds[] = {
-    {"create", cli_key_files_create, "--out PREFIX", "generate an Ed25519 firmware signing key pair",
+    {"create", cli_key_files_create, "--out PREFIX",
+     "generate an Ed25519 firmware signing key pair",
      "Writes PREFIX.pub (base64 public key) and PREFIX.priv (base64 private key), mode 0600,\n"
      "in fwup's format: fwup's -s PREFIX.priv and -p PREFIX.pub take them as they are.\n"
      "Refuses to overwrite either file.  Works offline: no database is needed.\n"

@@ -34,8 +34,8 @@ static void usage(FILE *out)
     for (const struct cli_group *g = groups; g->name; g++) {
         fprintf(out, "%s: %s\n", g->name, g->summary);
         for (const struct cli_cmd *c = g->cmds; c->name; c++)
-            fprintf(out, "  pinion %s %s %s\n      %s\n", g->name, c->name, c->usage ? c->usage : "",
-                    c->summary);
+            fprintf(out, "  pinion %s %s %s\n      %s\n", g->name, c->name,
+                    c->usage ? c->usage : "", c->summary);
     }
     fprintf(out, "\nEvery command takes --db CONNINFO (or $PINION_DB), --json and --help.\n"
                  "Errors are one line on stderr and a non-zero exit status.\n");

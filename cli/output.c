@@ -86,7 +86,8 @@ static char *cell(const json_t *v)
     if (json_is_array(v)) {
         size_t len = 1, i;
         json_t *e;
-        json_array_foreach(v, i, e) len += (json_is_string(e) ? strlen(json_string_value(e)) : 20) + 1;
+        json_array_foreach(v, i, e) len +=
+            (json_is_string(e) ? strlen(json_string_value(e)) : 20) + 1;
         char *s = calloc(1, len);
         json_array_foreach(v, i, e)
         {

@@ -53,13 +53,13 @@ int cli_org_id(struct cli_ctx *ctx, const char *org, char id[24])
     return 0;
 }
 
-int cli_product_id(struct cli_ctx *ctx, const char *org_id, const char *org,
-                   const char *product, char id[24])
+int cli_product_id(struct cli_ctx *ctx, const char *org_id, const char *org, const char *product,
+                   char id[24])
 {
     struct pn_err err;
     const char *v[] = {org_id, product};
-    PGresult *res = pn_db_q(ctx->db, &err,
-                            "SELECT id FROM products WHERE org_id = $1 AND name = $2", 2, v);
+    PGresult *res =
+        pn_db_q(ctx->db, &err, "SELECT id FROM products WHERE org_id = $1 AND name = $2", 2, v);
     if (!res)
         return cli_fail_err(&err), -1;
     if (PQntuples(res) != 1) {

@@ -21,8 +21,8 @@ PGconn *cli_db_raw(struct cli_ctx *ctx);
 int cli_org_id(struct cli_ctx *ctx, const char *org, char id[24]);
 
 /* Looks up a product of an org; prints an error and returns -1 if missing. */
-int cli_product_id(struct cli_ctx *ctx, const char *org_id, const char *org,
-                   const char *product, char id[24]);
+int cli_product_id(struct cli_ctx *ctx, const char *org_id, const char *org, const char *product,
+                   char id[24]);
 
 /* Connects, then looks up ORG and its PRODUCT; prints an error and returns
  * -1 if any of that fails. */

@@ -58,7 +58,8 @@ static int cmd_add(struct cli_ctx *ctx, int argc, char **argv)
     }
     if (PQntuples(taken) == 1) {
         cli_fail("device '%s' already uses the client ids service '%s' would connect as (%s, "
-                 "%s-...): choose another name", PQgetvalue(taken, 0, 0), pos[0], pos[0], pos[0]);
+                 "%s-...): choose another name",
+                 PQgetvalue(taken, 0, 0), pos[0], pos[0], pos[0]);
         PQclear(taken);
         goto out;
     }

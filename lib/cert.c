@@ -205,8 +205,10 @@ static int check_sig_hash(X509 *x, const char *what, struct pn_err *err)
     if (!X509_get_signature_info(x, &mdnid, &pknid, &secbits, &flags))
         return pn_err_ssl(err, "%s: unsupported signature algorithm", what);
     if (mdnid == NID_sha1 || mdnid == NID_md5 || mdnid == NID_md5_sha1 || mdnid == NID_md4)
-        return pn_err_set(err, "%s is signed with %s, which is not accepted (use SHA-256 or "
-                               "stronger)", what, OBJ_nid2sn(mdnid));
+        return pn_err_set(err,
+                          "%s is signed with %s, which is not accepted (use SHA-256 or "
+                          "stronger)",
+                          what, OBJ_nid2sn(mdnid));
     return 0;
 }
 
@@ -480,8 +482,8 @@ X509 *pn_cert_make(const struct pn_cert_spec *spec, EVP_PKEY *subject_key, X509 
     switch (spec->kind) {
     case PN_CERT_CA:
         if (add_ext(x, &ctx, NID_basic_constraints, "critical,CA:TRUE", err) < 0 ||
-            add_ext(x, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature",
-                    err) < 0)
+            add_ext(x, &ctx, NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature", err) <
+                0)
             goto fail;
         break;
     case PN_CERT_DEVICE:

@@ -107,10 +107,10 @@ enum pn_cert_kind {
 
 struct pn_cert_spec {
     enum pn_cert_kind kind;
-    const char *cn;      /* subject CN; NULL for none */
-    const char *san;     /* optional subjectAltName value, OpenSSL syntax
-                            e.g. "URI:urn:pinion:verify:abc" */
-    long days;           /* validity from now (notBefore backdated 60 s) */
+    const char *cn;  /* subject CN; NULL for none */
+    const char *san; /* optional subjectAltName value, OpenSSL syntax
+                        e.g. "URI:urn:pinion:verify:abc" */
+    long days;       /* validity from now (notBefore backdated 60 s) */
 };
 
 /* Makes a certificate for subject_key's public key, signed by issuer_key

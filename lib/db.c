@@ -17,8 +17,7 @@ PGconn *pn_db_connect(const char *conninfo, struct pn_err *err)
     return finish_connect(PQconnectdb(conninfo ? conninfo : ""), err);
 }
 
-PGconn *pn_db_connect_app(const char *conninfo, const char *app, int timeout_s,
-                          struct pn_err *err)
+PGconn *pn_db_connect_app(const char *conninfo, const char *app, int timeout_s, struct pn_err *err)
 {
     char t[16];
     snprintf(t, sizeof(t), "%d", timeout_s);
@@ -84,8 +83,7 @@ PGresult *pn_db_exec(PGconn *db, struct pn_err *err, const char *sql, int n,
                      const char *const *values, const int *lengths, const int *formats,
                      char sqlstate[6])
 {
-    return checked(db, err, PQexecParams(db, sql, n, NULL, values, lengths, formats, 0),
-                   sqlstate);
+    return checked(db, err, PQexecParams(db, sql, n, NULL, values, lengths, formats, 0), sqlstate);
 }
 
 int pn_db_prepare(PGconn *db, struct pn_err *err, const char *name, const char *sql, int n)
@@ -101,14 +99,12 @@ PGresult *pn_db_q_prepared(PGconn *db, struct pn_err *err, const char *name, int
     return checked(db, err, PQexecPrepared(db, name, n, values, NULL, NULL, 0), NULL);
 }
 
-PGresult *pn_db_q(PGconn *db, struct pn_err *err, const char *sql, int n,
-                  const char *const *values)
+PGresult *pn_db_q(PGconn *db, struct pn_err *err, const char *sql, int n, const char *const *values)
 {
     return pn_db_exec(db, err, sql, n, values, NULL, NULL, NULL);
 }
 
-int pn_db_cmd(PGconn *db, struct pn_err *err, const char *sql, int n,
-              const char *const *values)
+int pn_db_cmd(PGconn *db, struct pn_err *err, const char *sql, int n, const char *const *values)
 {
     PGresult *res = pn_db_q(db, err, sql, n, values);
     if (!res)
@@ -137,7 +133,6 @@ int pn_db_audit(PGconn *db, struct pn_err *err, const char *action, const char *
                 const char *detail_json)
 {
     const char *v[] = {action, object, detail_json ? detail_json : "{}"};
-    return pn_db_cmd(db, err,
-                     "INSERT INTO audit_log (action, object, detail) VALUES ($1, $2, $3::jsonb)",
-                     3, v);
+    return pn_db_cmd(
+        db, err, "INSERT INTO audit_log (action, object, detail) VALUES ($1, $2, $3::jsonb)", 3, v);
 }

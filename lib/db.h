@@ -25,8 +25,7 @@ PGconn *pn_db_connect(const char *conninfo, struct pn_err *err);
 
 /* Same, with a default connect_timeout (seconds; the conninfo's own
  * setting wins) and an application_name, for long-running programs. */
-PGconn *pn_db_connect_app(const char *conninfo, const char *app, int timeout_s,
-                          struct pn_err *err);
+PGconn *pn_db_connect_app(const char *conninfo, const char *app, int timeout_s, struct pn_err *err);
 
 /* to_char() format of a timestamptz as ISO 8601 UTC ("2026-11-27T13:08:00Z");
  * every connection from pn_db_connect runs with TimeZone UTC. */
@@ -54,8 +53,7 @@ PGresult *pn_db_q_prepared(PGconn *db, struct pn_err *err, const char *name, int
                            const char *const *values);
 
 /* Runs a statement whose result is not needed.  0 / -1. */
-int pn_db_cmd(PGconn *db, struct pn_err *err, const char *sql, int n,
-              const char *const *values);
+int pn_db_cmd(PGconn *db, struct pn_err *err, const char *sql, int n, const char *const *values);
 
 int pn_db_begin(PGconn *db, struct pn_err *err);
 int pn_db_commit(PGconn *db, struct pn_err *err);

@@ -21,13 +21,11 @@ struct pn_err {
 
 /* Sets err->msg (printf-style) and returns -1 so callers can
  * `return pn_err_set(err, "...")`.  NULL err is allowed. */
-int pn_err_set(struct pn_err *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int pn_err_set(struct pn_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Like pn_err_set, then appends ": <first OpenSSL error>" when the
  * OpenSSL error queue holds one, and clears the queue. */
-int pn_err_ssl(struct pn_err *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int pn_err_ssl(struct pn_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Shows the control characters of s (in place) as '?', so a value from a
  * device, a certificate or signed metadata cannot break a line or drive a
@@ -35,7 +33,6 @@ int pn_err_ssl(struct pn_err *err, const char *fmt, ...)
 char *pn_printable(char *s);
 
 /* Prefixes an existing message: "<prefix>: <old message>". */
-int pn_err_prefix(struct pn_err *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int pn_err_prefix(struct pn_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -84,8 +84,7 @@ int pn_write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
-int pn_file_create(const char *path, const void *data, size_t len, mode_t mode,
-                   struct pn_err *err)
+int pn_file_create(const char *path, const void *data, size_t len, mode_t mode, struct pn_err *err)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     if (fd < 0) {
@@ -107,8 +106,7 @@ int pn_file_create(const char *path, const void *data, size_t len, mode_t mode,
     return 0;
 }
 
-int pn_file_replace(const char *path, const void *data, size_t len, mode_t mode,
-                    struct pn_err *err)
+int pn_file_replace(const char *path, const void *data, size_t len, mode_t mode, struct pn_err *err)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp))

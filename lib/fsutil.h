@@ -17,8 +17,7 @@ unsigned char *pn_file_read(const char *path, size_t max, size_t *len, struct pn
 
 /* Creates path with the given mode and contents; fails if it exists.  The
  * data is fsync'd; on any failure the partial file is removed. 0 / -1. */
-int pn_file_create(const char *path, const void *data, size_t len, mode_t mode,
-                   struct pn_err *err);
+int pn_file_create(const char *path, const void *data, size_t len, mode_t mode, struct pn_err *err);
 
 /* Writes to a temporary name in the same directory, fsyncs, sets mode and
  * renames over path, so readers see the old or the new file, never half. */

@@ -21,15 +21,14 @@
  * directives in an archive are ignored rather than read from this host. */
 #define UNKNOWN CFG_STR("__unknown", 0, CFGF_NONE)
 
-static cfg_opt_t file_resource_opts[] = {
-    CFG_INT_LIST("length", 0, CFGF_NONE), CFG_STR("blake2b-256", 0, CFGF_NONE),
-    CFG_STR("sha256", 0, CFGF_NONE), UNKNOWN, CFG_END()};
+static cfg_opt_t file_resource_opts[] = {CFG_INT_LIST("length", 0, CFGF_NONE),
+                                         CFG_STR("blake2b-256", 0, CFGF_NONE),
+                                         CFG_STR("sha256", 0, CFGF_NONE), UNKNOWN, CFG_END()};
 static cfg_opt_t partition_opts[] = {UNKNOWN, CFG_END()};
 static cfg_opt_t osii_opts[] = {UNKNOWN, CFG_END()};
 static cfg_opt_t mbr_opts[] = {
     CFG_SEC("partition", partition_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
-    CFG_SEC("osii", osii_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES), UNKNOWN,
-    CFG_END()};
+    CFG_SEC("osii", osii_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES), UNKNOWN, CFG_END()};
 static cfg_opt_t gpt_partition_opts[] = {UNKNOWN, CFG_END()};
 static cfg_opt_t gpt_opts[] = {
     CFG_SEC("partition", gpt_partition_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
@@ -153,7 +152,7 @@ static int resource_read(cfg_t *sec, struct resource *r, struct pn_err *err)
 
 /* Parses meta.conf; fills meta and, when res is non-NULL, the resources. */
 int pn_fw_meta_parse_resources(const void *buf, size_t len, struct pn_fw_meta *meta,
-                      struct resource **res, size_t *nres, struct pn_err *err)
+                               struct resource **res, size_t *nres, struct pn_err *err)
 {
     memset(meta, 0, sizeof(*meta));
     if (res) {
@@ -184,12 +183,12 @@ int pn_fw_meta_parse_resources(const void *buf, size_t len, struct pn_fw_meta *m
         pn_err_set(err, "meta.conf is not valid fwup syntax (near line %d)", cfg->line);
         goto out;
     }
-    static const char *const keys[] = {"meta-product",      "meta-version",
-                                       "meta-platform",     "meta-architecture",
-                                       "meta-author",       "meta-description",
+    static const char *const keys[] = {"meta-product",        "meta-version", "meta-platform",
+                                       "meta-architecture",   "meta-author",  "meta-description",
                                        "meta-vcs-identifier", "meta-misc"};
-    char **fields[] = {&meta->product, &meta->version, &meta->platform, &meta->architecture,
-                       &meta->author,  &meta->description, &meta->vcs_identifier, &meta->misc};
+    char **fields[] = {&meta->product,        &meta->version, &meta->platform,
+                       &meta->architecture,   &meta->author,  &meta->description,
+                       &meta->vcs_identifier, &meta->misc};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         const char *v = cfg_getstr(cfg, keys[i]);
         /* Stored as text: refuse what is not UTF-8 here, naming the field
@@ -233,8 +232,7 @@ out:
     return rc;
 }
 
-int pn_fw_meta_parse(const void *meta_conf, size_t len, struct pn_fw_meta *meta,
-                     struct pn_err *err)
+int pn_fw_meta_parse(const void *meta_conf, size_t len, struct pn_fw_meta *meta, struct pn_err *err)
 {
     return pn_fw_meta_parse_resources(meta_conf, len, meta, NULL, NULL, err);
 }

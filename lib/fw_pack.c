@@ -61,8 +61,8 @@ static void sb_value(struct sbuf *b, const char *v)
     int bare = (v[0] >= '0' && v[0] <= '9') || (v[0] >= 'a' && v[0] <= 'z') ||
                (v[0] >= 'A' && v[0] <= 'Z');
     for (const char *p = v; *p && bare; p++)
-        bare = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
-               (*p >= 'A' && *p <= 'Z') || *p == '.' || *p == '_' || *p == '-';
+        bare = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+               *p == '.' || *p == '_' || *p == '-';
     if (bare) {
         sb_str(b, v);
         return;
@@ -77,12 +77,12 @@ static void sb_value(struct sbuf *b, const char *v)
 }
 
 /* Builds meta.conf for one resource "image" of the given length and hash. */
-static char *pack_meta_conf(const struct pn_fw_pack_meta *m, uint64_t length,
-                            const char *b2hex, size_t *len)
+static char *pack_meta_conf(const struct pn_fw_pack_meta *m, uint64_t length, const char *b2hex,
+                            size_t *len)
 {
     struct sbuf b = {0};
-    const char *const keys[] = {"meta-product",  "meta-description",  "meta-version",
-                                "meta-author",   "meta-platform",     "meta-architecture",
+    const char *const keys[] = {"meta-product",        "meta-description", "meta-version",
+                                "meta-author",         "meta-platform",    "meta-architecture",
                                 "meta-vcs-identifier", "meta-misc"};
     const char *const vals[] = {m->product,  m->description,  m->version,        m->author,
                                 m->platform, m->architecture, m->vcs_identifier, m->misc};
@@ -184,8 +184,8 @@ static struct archive_entry *pack_entry(const char *name, uint64_t size, time_t 
     return e;
 }
 
-static int pack_add(struct archive *a, const char *name, const void *data, size_t len,
-                    time_t mtime, struct pn_err *err)
+static int pack_add(struct archive *a, const char *name, const void *data, size_t len, time_t mtime,
+                    struct pn_err *err)
 {
     struct archive_entry *e = pack_entry(name, len, mtime);
     if (!e)
@@ -269,8 +269,7 @@ int pn_fw_pack(const unsigned char sk[64], const struct pn_fw_pack_meta *m, cons
     if (!same_field(m->product, parsed.product) || !same_field(m->version, parsed.version) ||
         !same_field(m->platform, parsed.platform) ||
         !same_field(m->architecture, parsed.architecture) ||
-        !same_field(m->author, parsed.author) ||
-        !same_field(m->description, parsed.description) ||
+        !same_field(m->author, parsed.author) || !same_field(m->description, parsed.description) ||
         !same_field(m->vcs_identifier, parsed.vcs_identifier) ||
         !same_field(m->misc, parsed.misc) || parsed.nresources != 1) {
         pn_err_set(err, "the metadata cannot be represented faithfully in meta.conf");

@@ -62,8 +62,7 @@ static void *ring_main(void *arg)
              * final fsync finds little left to do. */
             pending += (uint64_t)got;
             if (pending >= WRITEBACK_BYTES) {
-                sync_file_range(r->out_fd, (off_t)flushed, (off_t)pending,
-                                SYNC_FILE_RANGE_WRITE);
+                sync_file_range(r->out_fd, (off_t)flushed, (off_t)pending, SYNC_FILE_RANGE_WRITE);
                 flushed += pending;
                 pending = 0;
             }

@@ -38,8 +38,7 @@ int pn_fw_artifact_open(struct pn_fw_artifact *a, const char *dir, struct pn_err
     return 0;
 }
 
-int pn_fw_artifact_publish(struct pn_fw_artifact *a, const char *sha256_hex,
-                           struct pn_err *err)
+int pn_fw_artifact_publish(struct pn_fw_artifact *a, const char *sha256_hex, struct pn_err *err)
 {
     if (a->fd < 0 || !a->tmp[0])
         return pn_err_set(err, "internal error: no artifact to publish");

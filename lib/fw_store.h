@@ -28,8 +28,7 @@ int pn_fw_artifact_open(struct pn_fw_artifact *a, const char *dir, struct pn_err
 /* fsyncs and closes the temporary file, renames it to <dir>/<sha256_hex>.fw
  * (replacing a stale file of that name: same name, same bytes) and fsyncs
  * the directory.  0 / -1 (the temporary file is removed on failure). */
-int pn_fw_artifact_publish(struct pn_fw_artifact *a, const char *sha256_hex,
-                           struct pn_err *err);
+int pn_fw_artifact_publish(struct pn_fw_artifact *a, const char *sha256_hex, struct pn_err *err);
 
 /* Closes and removes whatever the artifact still holds on disk.  Safe to
  * call more than once. */

@@ -156,8 +156,8 @@ static int check_resource(struct verify *v, struct resource *r)
             goto out;
         }
         if (n > r->length - got) {
-            refuse(v, PN_FW_TOO_LARGE, "resource %s is larger than declared (%llu bytes)",
-                   r->name, (unsigned long long)r->length);
+            refuse(v, PN_FW_TOO_LARGE, "resource %s is larger than declared (%llu bytes)", r->name,
+                   (unsigned long long)r->length);
             goto out;
         }
         if (sha)
@@ -197,8 +197,9 @@ static int verify_signature(struct verify *v, const struct pn_fw_key *keys, size
     if (!have_sig)
         return refuse(v, PN_FW_UNSIGNED, "archive is unsigned (no meta.conf.ed25519)");
     if (nkeys == 0)
-        return refuse(v, PN_FW_NO_KEYS, "no firmware keys are registered to check the "
-                                        "signature against");
+        return refuse(v, PN_FW_NO_KEYS,
+                      "no firmware keys are registered to check the "
+                      "signature against");
     for (size_t i = 0; i < nkeys; i++) {
         if (pn_fwkey_verify(keys[i].pk, info->meta_conf, info->meta_conf_len,
                             info->meta_conf_sig) == 0) {
@@ -229,16 +230,18 @@ static int verify_stream(struct verify *v, const struct pn_fw_key *keys, size_t 
         if (read_small(v, SIG_ENTRY, sig, sizeof(sig), &n) < 0)
             return -1;
         if (n != PN_FW_SIG_BYTES)
-            return refuse(v, PN_FW_BAD_SIGNATURE, "meta.conf.ed25519 is %s%zu bytes, not an "
-                                                  "Ed25519 signature (64 bytes)",
+            return refuse(v, PN_FW_BAD_SIGNATURE,
+                          "meta.conf.ed25519 is %s%zu bytes, not an "
+                          "Ed25519 signature (64 bytes)",
                           n > PN_FW_SIG_BYTES ? "over " : "", n > PN_FW_SIG_BYTES ? n - 1 : n);
         memcpy(info->meta_conf_sig, sig, PN_FW_SIG_BYTES);
         have_sig = 1;
         if (remember(v, name, n) < 0)
             return -1;
         if ((r = next_entry(v, &e, &name)) != 0)
-            return r > 0 ? refuse(v, PN_FW_ORDER, "entry out of order: meta.conf must follow "
-                                                  "meta.conf.ed25519")
+            return r > 0 ? refuse(v, PN_FW_ORDER,
+                                  "entry out of order: meta.conf must follow "
+                                  "meta.conf.ed25519")
                          : -1;
     }
     if (strcmp(name, META_ENTRY) != 0) {
@@ -251,8 +254,8 @@ static int verify_stream(struct verify *v, const struct pn_fw_key *keys, size_t 
     info->meta_conf = malloc(PN_FW_META_CONF_MAX + 1);
     if (!info->meta_conf)
         return refuse(v, PN_FW_IO, "out of memory");
-    if (read_small(v, META_ENTRY, info->meta_conf, PN_FW_META_CONF_MAX + 1,
-                   &info->meta_conf_len) < 0)
+    if (read_small(v, META_ENTRY, info->meta_conf, PN_FW_META_CONF_MAX + 1, &info->meta_conf_len) <
+        0)
         return -1;
     if (info->meta_conf_len > PN_FW_META_CONF_MAX)
         return refuse(v, PN_FW_META_SIZE, "meta.conf is too large (over %d bytes, fwup's limit)",
@@ -269,8 +272,9 @@ static int verify_stream(struct verify *v, const struct pn_fw_key *keys, size_t 
         if ((r = next_entry(v, &e, &name)) < 0)
             return -1;
         if (r == 0 && strcmp(name, SIG_ENTRY) == 0)
-            return refuse(v, PN_FW_ORDER, "entry out of order: meta.conf.ed25519 must be the "
-                                          "first entry");
+            return refuse(v, PN_FW_ORDER,
+                          "entry out of order: meta.conf.ed25519 must be the "
+                          "first entry");
     }
     /* Nothing of meta.conf is believed before its signature verifies. */
     if (verify_signature(v, keys, nkeys, have_sig) < 0)
@@ -293,8 +297,9 @@ static int verify_stream(struct verify *v, const struct pn_fw_key *keys, size_t 
             if (strcmp(v->res[i].name, rname) == 0)
                 res = &v->res[i];
         if (!res)
-            return refuse(v, PN_FW_UNDECLARED, "entry '%s' is not a resource declared in "
-                                               "meta.conf",
+            return refuse(v, PN_FW_UNDECLARED,
+                          "entry '%s' is not a resource declared in "
+                          "meta.conf",
                           pn_fw_printable(name, pn, sizeof(pn)));
         if (res->seen)
             return refuse(v, PN_FW_DUPLICATE, "resource %s appears twice in the archive",

@@ -31,10 +31,10 @@
 
 #include "err.h"
 
-#define PN_FW_META_CONF_MIN 10     /* bytes, as fwup */
-#define PN_FW_META_CONF_MAX 49999  /* bytes, as fwup (it refuses >= 50,000) */
+#define PN_FW_META_CONF_MIN 10    /* bytes, as fwup */
+#define PN_FW_META_CONF_MAX 49999 /* bytes, as fwup (it refuses >= 50,000) */
 #define PN_FW_SIG_BYTES 64
-#define PN_FW_UUID_LEN 36          /* characters, without the NUL */
+#define PN_FW_UUID_LEN 36 /* characters, without the NUL */
 
 /* Why pn_fw_verify() refused an archive (info->reason). */
 enum pn_fw_reason {
@@ -67,8 +67,8 @@ struct pn_fw_key {
 /* Metadata of meta.conf.  Every string is malloc'd and non-NULL ("" when
  * meta.conf does not set it); pn_fw_meta_free() releases them. */
 struct pn_fw_meta {
-    char *product, *version, *platform, *architecture, *author, *description,
-        *vcs_identifier, *misc;
+    char *product, *version, *platform, *architecture, *author, *description, *vcs_identifier,
+        *misc;
     char uuid[PN_FW_UUID_LEN + 1];
     size_t nresources; /* file-resources declared */
 };

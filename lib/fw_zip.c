@@ -99,8 +99,10 @@ int pn_fw_zip_cross_check(int fd, const struct seen_entry *seen, size_t nseen, s
         }
     }
     if (i != nseen) {
-        pn_err_set(err, "corrupt zip: the central directory lists %zu entries, the archive "
-                        "holds %zu", i, nseen);
+        pn_err_set(err,
+                   "corrupt zip: the central directory lists %zu entries, the archive "
+                   "holds %zu",
+                   i, nseen);
         goto out;
     }
     rc = 0;
@@ -200,8 +202,10 @@ int pn_fw_zip_layout_check(int fd, const struct seen_entry *seen, size_t nseen, 
         eocd_at = zo;
     }
     if (entries != nseen)
-        return pn_err_set(err, "corrupt zip: the central directory lists %llu entries, the "
-                               "archive holds %zu", (unsigned long long)entries, nseen);
+        return pn_err_set(err,
+                          "corrupt zip: the central directory lists %llu entries, the "
+                          "archive holds %zu",
+                          (unsigned long long)entries, nseen);
     if (cd_size > ZIP_CD_MAX || cd_off > eocd_at || cd_size != eocd_at - cd_off)
         return pn_err_set(err, "corrupt zip: the central directory is not where the end record "
                                "says");
@@ -233,15 +237,18 @@ int pn_fw_zip_layout_check(int fd, const struct seen_entry *seen, size_t nseen, 
         }
         if (nlen != strlen(seen[i].name) || memcmp(h + 46, seen[i].name, nlen) != 0 ||
             usize != seen[i].size) {
-            pn_err_set(err, "corrupt zip: the central directory does not match the entries (at "
-                            "%s)", pn_fw_printable(seen[i].name, pn, sizeof(pn)));
+            pn_err_set(err,
+                       "corrupt zip: the central directory does not match the entries (at "
+                       "%s)",
+                       pn_fw_printable(seen[i].name, pn, sizeof(pn)));
             goto out;
         }
         unsigned char lh[30];
         if (lho != next || read_exact(fd, lh, sizeof(lh), lho) < 0 || memcmp(lh, "PK\3\4", 4)) {
-            pn_err_set(err, "corrupt zip: the central directory's %s is not the entry read at "
-                            "offset %llu", pn_fw_printable(seen[i].name, pn, sizeof(pn)),
-                       (unsigned long long)next);
+            pn_err_set(err,
+                       "corrupt zip: the central directory's %s is not the entry read at "
+                       "offset %llu",
+                       pn_fw_printable(seen[i].name, pn, sizeof(pn)), (unsigned long long)next);
             goto out;
         }
         uint64_t lnlen = le(lh + 26, 2), lxlen = le(lh + 28, 2);
@@ -270,8 +277,7 @@ int pn_fw_zip_layout_check(int fd, const struct seen_entry *seen, size_t nseen, 
             size_t sizes = lz64 ? 16 : 8, sig = 0;
             if (end + 4 <= cd_off && read_exact(fd, dd, 4, end) == 0 && !memcmp(dd, "PK\7\10", 4))
                 sig = 4;
-            if (end + sig + 4 + sizes > cd_off ||
-                read_exact(fd, dd, 4 + sizes, end + sig) < 0) {
+            if (end + sig + 4 + sizes > cd_off || read_exact(fd, dd, 4 + sizes, end + sig) < 0) {
                 pn_err_set(err, "corrupt zip: the data descriptor of %s is missing",
                            pn_fw_printable(seen[i].name, pn, sizeof(pn)));
                 goto out;
@@ -288,16 +294,20 @@ int pn_fw_zip_layout_check(int fd, const struct seen_entry *seen, size_t nseen, 
             end += sig + 4 + sizes;
         }
         if (got_crc != crc) {
-            pn_err_set(err, "corrupt zip: the CRC of %s differs between its entry and the central "
-                            "directory", pn_fw_printable(seen[i].name, pn, sizeof(pn)));
+            pn_err_set(err,
+                       "corrupt zip: the CRC of %s differs between its entry and the central "
+                       "directory",
+                       pn_fw_printable(seen[i].name, pn, sizeof(pn)));
             goto out;
         }
         next = end;
         c += 46 + nlen + xlen + clen;
     }
     if (next != cd_off) {
-        pn_err_set(err, "corrupt zip: %llu bytes between the last entry and the central "
-                        "directory", (unsigned long long)(cd_off - next));
+        pn_err_set(err,
+                   "corrupt zip: %llu bytes between the last entry and the central "
+                   "directory",
+                   (unsigned long long)(cd_off - next));
         goto out;
     }
     rc = 0;

@@ -127,8 +127,7 @@ void pn_fwkey_id(const unsigned char pk[32], char out[17])
     sodium_bin2hex(out, 17, h, 8);
 }
 
-int pn_fwkey_sign(const unsigned char sk[64], const void *msg, size_t len,
-                  unsigned char sig[64])
+int pn_fwkey_sign(const unsigned char sk[64], const void *msg, size_t len, unsigned char sig[64])
 {
     return crypto_sign_detached(sig, NULL, msg, len, sk) == 0 ? 0 : -1;
 }
@@ -157,8 +156,7 @@ int pn_fwkey_create(const char *prefix, unsigned char pk_out[32], struct pn_err 
 
     crypto_sign_keypair(pk, sk);
     sodium_bin2base64(pub_b64, sizeof(pub_b64), pk, sizeof(pk), sodium_base64_VARIANT_ORIGINAL);
-    sodium_bin2base64(priv_b64, sizeof(priv_b64), sk, sizeof(sk),
-                      sodium_base64_VARIANT_ORIGINAL);
+    sodium_bin2base64(priv_b64, sizeof(priv_b64), sk, sizeof(sk), sodium_base64_VARIANT_ORIGINAL);
 
     if (pn_file_create(pub_path, pub_b64, PUB_B64_LEN, 0600, err) < 0)
         goto out;

@@ -36,8 +36,7 @@ int pn_fwkey_load_priv(const char *path, unsigned char sk[64], struct pn_err *er
 void pn_fwkey_id(const unsigned char pk[32], char out[17]);
 
 /* Ed25519 signature of msg[0..len) with sk.  0 / -1. */
-int pn_fwkey_sign(const unsigned char sk[64], const void *msg, size_t len,
-                  unsigned char sig[64]);
+int pn_fwkey_sign(const unsigned char sk[64], const void *msg, size_t len, unsigned char sig[64]);
 
 /* Returns 0 when sig is a valid signature of msg[0..len) by pk, else -1. */
 int pn_fwkey_verify(const unsigned char pk[32], const void *msg, size_t len,

@@ -154,8 +154,8 @@ char *pn_dsse_sign(const unsigned char sk[64], const char *keyid, const char *ty
         goto out;
     }
     /* Keys in DSSE's order; jansson keeps insertion order. */
-    env = json_pack("{s:s, s:s, s:[O]}", "payload", payload_b64, "payloadType", type,
-                    "signatures", entry);
+    env = json_pack("{s:s, s:s, s:[O]}", "payload", payload_b64, "payloadType", type, "signatures",
+                    entry);
     if (!env) {
         pn_err_set(err, "DSSE payload type is not valid UTF-8");
         goto out;
@@ -180,9 +180,9 @@ out:
     return text;
 }
 
-int pn_dsse_verify(const char *envelope, size_t len, const unsigned char pk[32],
-                   const char *keyid, const char *expected_type, unsigned char **body,
-                   size_t *body_len, struct pn_err *err)
+int pn_dsse_verify(const char *envelope, size_t len, const unsigned char pk[32], const char *keyid,
+                   const char *expected_type, unsigned char **body, size_t *body_len,
+                   struct pn_err *err)
 {
     json_error_t jerr;
     json_t *root = NULL;
@@ -233,12 +233,12 @@ int pn_dsse_verify(const char *envelope, size_t len, const unsigned char pk[32],
     size_t type_len = json_string_length(jtype);
     if (!expected_type || type_len != strlen(expected_type) ||
         memcmp(type, expected_type, type_len) != 0) {
-        pn_err_set(err, "DSSE payload type is \"%s\", expected \"%s\"",
-                   shown(type, type_len, s1), expected_type ? expected_type : "(none)");
+        pn_err_set(err, "DSSE payload type is \"%s\", expected \"%s\"", shown(type, type_len, s1),
+                   expected_type ? expected_type : "(none)");
         goto out;
     }
-    if (b64_decode(json_string_value(jpayload), json_string_length(jpayload),
-                   PN_DSSE_ENVELOPE_MAX, dsse_variants, &payload, &payload_len) < 0) {
+    if (b64_decode(json_string_value(jpayload), json_string_length(jpayload), PN_DSSE_ENVELOPE_MAX,
+                   dsse_variants, &payload, &payload_len) < 0) {
         pn_err_set(err, "DSSE payload is not valid base64");
         goto out;
     }
@@ -258,8 +258,8 @@ int pn_dsse_verify(const char *envelope, size_t len, const unsigned char pk[32],
             pn_err_set(err, "DSSE signature %zu is malformed (needs a \"sig\" string)", i + 1);
             goto out;
         }
-        if (b64_decode(json_string_value(jsv), json_string_length(jsv), SIG_BYTES,
-                       dsse_variants, &sig, &sig_len) < 0 ||
+        if (b64_decode(json_string_value(jsv), json_string_length(jsv), SIG_BYTES, dsse_variants,
+                       &sig, &sig_len) < 0 ||
             sig_len != SIG_BYTES) {
             free(sig);
             pn_err_set(err, "DSSE signature %zu is not base64 of %d bytes", i + 1, SIG_BYTES);
@@ -365,19 +365,18 @@ static int validate(const struct pn_manifest *m, struct pn_err *err)
     if (!text_ok(fw->platform, sizeof(fw->platform), 1))
         return pn_err_set(err, "manifest field \"firmware.platform\" holds control characters");
     if (!text_ok(fw->architecture, sizeof(fw->architecture), 1))
-        return pn_err_set(err,
-                          "manifest field \"firmware.architecture\" holds control characters");
+        return pn_err_set(err, "manifest field \"firmware.architecture\" holds control characters");
     if (fw->size < 1)
         return pn_err_set(err, "manifest field \"firmware.size\" must be positive");
     if (!is_lower_hex(fw->sha256, sizeof(fw->sha256), 64))
         return pn_err_set(err, "manifest field \"firmware.sha256\" is not 64 lowercase hex "
                                "digits");
     if (!is_lower_hex(fw->key_id, sizeof(fw->key_id), PN_FWKEY_ID_LEN))
-        return pn_err_set(err, "manifest field \"firmware.key_id\" is not %d lowercase hex "
-                               "digits",
+        return pn_err_set(err,
+                          "manifest field \"firmware.key_id\" is not %d lowercase hex "
+                          "digits",
                           PN_FWKEY_ID_LEN);
-    if (!fw->meta_conf || fw->meta_conf_len == 0 ||
-        fw->meta_conf_len > PN_MANIFEST_META_CONF_MAX)
+    if (!fw->meta_conf || fw->meta_conf_len == 0 || fw->meta_conf_len > PN_MANIFEST_META_CONF_MAX)
         return pn_err_set(err, "manifest field \"firmware.meta_conf\" must hold 1 to %d bytes",
                           PN_MANIFEST_META_CONF_MAX);
     if (fw->url) {
@@ -412,8 +411,7 @@ static int set_int(json_t *obj, const char *name, int64_t value, struct pn_err *
     return 0;
 }
 
-static int set_b64(json_t *obj, const char *name, const void *data, size_t len,
-                   struct pn_err *err)
+static int set_b64(json_t *obj, const char *name, const void *data, size_t len, struct pn_err *err)
 {
     char *s = b64_encode(data, len);
     if (!s)
@@ -465,16 +463,15 @@ out:
     return text;
 }
 
-static const char *const top_fields[] = {"device",    "deployment", "sequence", "issued_at",
+static const char *const top_fields[] = {"device",     "deployment", "sequence", "issued_at",
                                          "expires_at", "firmware",   NULL};
-static const char *const fw_fields[] = {
-    "uuid",   "product", "version",   "platform",      "architecture", "size",
-    "sha256", "key_id",  "meta_conf", "meta_conf_sig", "url",          NULL};
+static const char *const fw_fields[] = {"uuid",         "product",       "version", "platform",
+                                        "architecture", "size",          "sha256",  "key_id",
+                                        "meta_conf",    "meta_conf_sig", "url",     NULL};
 
 /* Refuses a field the format does not define: a device must not accept a
  * manifest carrying a field it would silently ignore. */
-static int only_known(json_t *obj, const char *path, const char *const *names,
-                      struct pn_err *err)
+static int only_known(json_t *obj, const char *path, const char *const *names, struct pn_err *err)
 {
     const char *key;
     json_t *v;
@@ -522,8 +519,8 @@ static int get_int(json_t *obj, const char *path, const char *name, int64_t *out
 }
 
 /* Decodes the base64 string obj[name] of at most max bytes. */
-static int get_b64(json_t *obj, const char *name, size_t max, unsigned char **out,
-                   size_t *out_len, struct pn_err *err)
+static int get_b64(json_t *obj, const char *name, size_t max, unsigned char **out, size_t *out_len,
+                   struct pn_err *err)
 {
     json_t *v = json_object_get(obj, name);
     if (!v)
@@ -532,14 +529,14 @@ static int get_b64(json_t *obj, const char *name, size_t max, unsigned char **ou
         return pn_err_set(err, "manifest field \"firmware.%s\" is not a string", name);
     if (b64_decode(json_string_value(v), json_string_length(v), max, manifest_variants, out,
                    out_len) < 0)
-        return pn_err_set(err, "manifest field \"firmware.%s\" is not base64 of at most %zu "
-                               "bytes",
+        return pn_err_set(err,
+                          "manifest field \"firmware.%s\" is not base64 of at most %zu "
+                          "bytes",
                           name, max);
     return 0;
 }
 
-int pn_manifest_decode(const void *body, size_t len, struct pn_manifest *out,
-                       struct pn_err *err)
+int pn_manifest_decode(const void *body, size_t len, struct pn_manifest *out, struct pn_err *err)
 {
     struct pn_manifest m;
     json_error_t jerr;
@@ -586,8 +583,8 @@ int pn_manifest_decode(const void *body, size_t len, struct pn_manifest *out,
         get_str(f, "firmware.", "product", fw->product, sizeof(fw->product), err) < 0 ||
         get_str(f, "firmware.", "version", fw->version, sizeof(fw->version), err) < 0 ||
         get_str(f, "firmware.", "platform", fw->platform, sizeof(fw->platform), err) < 0 ||
-        get_str(f, "firmware.", "architecture", fw->architecture, sizeof(fw->architecture),
-                err) < 0 ||
+        get_str(f, "firmware.", "architecture", fw->architecture, sizeof(fw->architecture), err) <
+            0 ||
         get_int(f, "firmware.", "size", &fw->size, err) < 0 ||
         get_str(f, "firmware.", "sha256", fw->sha256, sizeof(fw->sha256), err) < 0 ||
         get_str(f, "firmware.", "key_id", fw->key_id, sizeof(fw->key_id), err) < 0 ||
@@ -596,16 +593,16 @@ int pn_manifest_decode(const void *body, size_t len, struct pn_manifest *out,
         get_b64(f, "meta_conf_sig", SIG_BYTES, &sig, &sig_len, err) < 0)
         goto out;
     if (sig_len != SIG_BYTES) {
-        pn_err_set(err, "manifest field \"firmware.meta_conf_sig\" is not %d bytes",
-                   SIG_BYTES);
+        pn_err_set(err, "manifest field \"firmware.meta_conf_sig\" is not %d bytes", SIG_BYTES);
         goto out;
     }
     memcpy(fw->meta_conf_sig, sig, SIG_BYTES);
     json_t *url = json_object_get(f, "url");
     if (url) {
         if (!json_is_string(url) || json_string_length(url) > PN_MANIFEST_URL_MAX) {
-            pn_err_set(err, "manifest field \"firmware.url\" is not a string of at most %d "
-                            "bytes",
+            pn_err_set(err,
+                       "manifest field \"firmware.url\" is not a string of at most %d "
+                       "bytes",
                        PN_MANIFEST_URL_MAX);
             goto out;
         }
@@ -649,8 +646,8 @@ static const char *utc(int64_t t, char out[32])
     return out;
 }
 
-int pn_manifest_check(const struct pn_manifest *m, const char *my_device,
-                      int64_t last_sequence, int64_t now, struct pn_err *err)
+int pn_manifest_check(const struct pn_manifest *m, const char *my_device, int64_t last_sequence,
+                      int64_t now, struct pn_err *err)
 {
     char t1[32], t2[32];
 
@@ -666,16 +663,15 @@ int pn_manifest_check(const struct pn_manifest *m, const char *my_device,
                           " is not above the last accepted %" PRId64,
                           m->sequence, last_sequence);
     if (now <= INT64_MAX - PN_MANIFEST_SKEW && m->issued_at > now + PN_MANIFEST_SKEW)
-        return pn_err_set(err, "manifest issued in the future (%s, now %s)",
-                          utc(m->issued_at, t1), utc(now, t2));
+        return pn_err_set(err, "manifest issued in the future (%s, now %s)", utc(m->issued_at, t1),
+                          utc(now, t2));
     if (now >= m->expires_at)
         return pn_err_set(err, "manifest expired at %s (now %s)", utc(m->expires_at, t1),
                           utc(now, t2));
     return 0;
 }
 
-char *pn_manifest_sign(const struct pn_manifest *m, const unsigned char sk[64],
-                       struct pn_err *err)
+char *pn_manifest_sign(const struct pn_manifest *m, const unsigned char sk[64], struct pn_err *err)
 {
     char keyid[PN_FWKEY_ID_LEN + 1];
     char *body = pn_manifest_encode(m, err);

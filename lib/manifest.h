@@ -35,9 +35,9 @@
  * twice, in the payload and again as the payload: ~1.8x, so 64 KiB would
  * not hold every meta.conf fwup accepts; 128 KiB does, with room. */
 #define PN_DSSE_ENVELOPE_MAX (128 * 1024)
-#define PN_DSSE_TYPE_MAX 256    /* bytes of payloadType */
-#define PN_DSSE_KEYID_MAX 256   /* bytes of a signature's keyid */
-#define PN_DSSE_SIGS_MAX 16     /* signatures looked at in one envelope */
+#define PN_DSSE_TYPE_MAX 256  /* bytes of payloadType */
+#define PN_DSSE_KEYID_MAX 256 /* bytes of a signature's keyid */
+#define PN_DSSE_SIGS_MAX 16   /* signatures looked at in one envelope */
 
 /* fwup's own limit on meta.conf (10 to 49,999 bytes). */
 #define PN_MANIFEST_META_CONF_MAX 49999
@@ -69,9 +69,9 @@ char *pn_dsse_sign(const unsigned char sk[64], const char *keyid, const char *ty
  * allows.  On success *body is a malloc'd copy of those bytes with a NUL
  * appended (not counted in *body_len); caller frees.  On failure *body is
  * NULL and err says which check failed. */
-int pn_dsse_verify(const char *envelope, size_t len, const unsigned char pk[32],
-                   const char *keyid, const char *expected_type, unsigned char **body,
-                   size_t *body_len, struct pn_err *err);
+int pn_dsse_verify(const char *envelope, size_t len, const unsigned char pk[32], const char *keyid,
+                   const char *expected_type, unsigned char **body, size_t *body_len,
+                   struct pn_err *err);
 
 /* The payload of a manifest.  Strings are NUL-terminated; their limits are
  * those of the arrays (device and deployment: identifiers, docs/protocol.md,
@@ -83,18 +83,18 @@ struct pn_manifest {
     int64_t issued_at;    /* Unix seconds, >= 0 */
     int64_t expires_at;   /* Unix seconds, > issued_at */
     struct pn_manifest_firmware {
-        char uuid[64];          /* fwup's meta-uuid, [A-Za-z0-9._:-] */
-        char product[128];      /* non-empty */
-        char version[64];       /* non-empty */
-        char platform[128];     /* may be empty */
-        char architecture[128]; /* may be empty */
-        int64_t size;           /* bytes of the .fw file, >= 0 */
-        char sha256[65];        /* of the .fw file: 64 lowercase hex */
-        char key_id[17];        /* firmware key: 16 lowercase hex */
+        char uuid[64];            /* fwup's meta-uuid, [A-Za-z0-9._:-] */
+        char product[128];        /* non-empty */
+        char version[64];         /* non-empty */
+        char platform[128];       /* may be empty */
+        char architecture[128];   /* may be empty */
+        int64_t size;             /* bytes of the .fw file, >= 0 */
+        char sha256[65];          /* of the .fw file: 64 lowercase hex */
+        char key_id[17];          /* firmware key: 16 lowercase hex */
         unsigned char *meta_conf; /* owned: 1..PN_MANIFEST_META_CONF_MAX bytes */
         size_t meta_conf_len;
         unsigned char meta_conf_sig[64]; /* fwup's meta.conf.ed25519 */
-        char *url;              /* owned, optional (NULL): where to fetch the .fw */
+        char *url;                       /* owned, optional (NULL): where to fetch the .fw */
     } firmware;
 };
 
@@ -110,8 +110,7 @@ char *pn_manifest_encode(const struct pn_manifest *m, struct pn_err *err);
  * JSON type (integers, not reals), no unknown or duplicate fields, limits as
  * in struct pn_manifest.  On success out owns meta_conf and url (release
  * with pn_manifest_free); on failure out is left zeroed and owns nothing. */
-int pn_manifest_decode(const void *body, size_t len, struct pn_manifest *out,
-                       struct pn_err *err);
+int pn_manifest_decode(const void *body, size_t len, struct pn_manifest *out, struct pn_err *err);
 
 /* Frees meta_conf and url and sets them to NULL.  Safe on a zeroed struct
  * and twice. */
@@ -121,14 +120,13 @@ void pn_manifest_free(struct pn_manifest *m);
  * it is for my_device, its sequence is above last_sequence (the highest one
  * this device accepted before; 0 if none), it was not issued more than
  * PN_MANIFEST_SKEW seconds after now, and now is before expires_at. */
-int pn_manifest_check(const struct pn_manifest *m, const char *my_device,
-                      int64_t last_sequence, int64_t now, struct pn_err *err);
+int pn_manifest_check(const struct pn_manifest *m, const char *my_device, int64_t last_sequence,
+                      int64_t now, struct pn_err *err);
 
 /* Encodes m and signs it with the release key sk as a PN_MANIFEST_TYPE
  * envelope whose keyid is pn_fwkey_id of sk's public half.  Caller frees
  * with free().  NULL on failure. */
-char *pn_manifest_sign(const struct pn_manifest *m, const unsigned char sk[64],
-                       struct pn_err *err);
+char *pn_manifest_sign(const struct pn_manifest *m, const unsigned char sk[64], struct pn_err *err);
 
 /* pn_dsse_verify with the release public key pk (requiring its key id and
  * PN_MANIFEST_TYPE), then pn_manifest_decode.  Does not run

@@ -20,8 +20,8 @@ int pn_migrate_latest(void)
 
 int pn_migrate_current(PGconn *db, int *version, struct pn_err *err)
 {
-    PGresult *res = pn_db_q(db, err,
-                            "SELECT to_regclass('schema_migrations') IS NOT NULL", 0, NULL);
+    PGresult *res =
+        pn_db_q(db, err, "SELECT to_regclass('schema_migrations') IS NOT NULL", 0, NULL);
     if (!res)
         return -1;
     int exists = PQgetvalue(res, 0, 0)[0] == 't';
@@ -56,8 +56,10 @@ int pn_migrate(PGconn *db, int *from, int *to, struct pn_err *err)
     if (from)
         *from = current;
     if (current > pn_migrate_latest()) {
-        pn_err_set(err, "database schema is at version %d, newer than this pinion "
-                        "understands (%d); refusing to touch it", current, pn_migrate_latest());
+        pn_err_set(err,
+                   "database schema is at version %d, newer than this pinion "
+                   "understands (%d); refusing to touch it",
+                   current, pn_migrate_latest());
         goto fail;
     }
     for (int i = 0; i < pn_migrations_count; i++) {
@@ -78,8 +80,8 @@ int pn_migrate(PGconn *db, int *from, int *to, struct pn_err *err)
         char vbuf[16];
         snprintf(vbuf, sizeof(vbuf), "%d", m->version);
         const char *v[] = {vbuf, m->name};
-        if (pn_db_cmd(db, err, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                      2, v) < 0 ||
+        if (pn_db_cmd(db, err, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", 2,
+                      v) < 0 ||
             pn_db_commit(db, err) < 0) {
             pn_db_rollback(db);
             pn_err_prefix(err, "migration %s", m->name);
@@ -105,13 +107,17 @@ int pn_db_check_schema(PGconn *db, struct pn_err *err)
     if (have == want)
         return 0;
     if (have > want)
-        return pn_err_set(err, "database schema is at version %d, newer than this pinion "
-                               "understands (%d); upgrade pinion", have, want);
+        return pn_err_set(err,
+                          "database schema is at version %d, newer than this pinion "
+                          "understands (%d); upgrade pinion",
+                          have, want);
     if (have == 0) /* name it: libpq's defaults may have picked another database */
         return pn_err_set(err,
                           "database \"%s\" (%s, port %s, user %s) has no Pinion schema; "
                           "run `pinion db migrate` if it is the right one (--db / PINION_DB)",
                           PQdb(db), PQhost(db), PQport(db), PQuser(db));
-    return pn_err_set(err, "database schema is at version %d, this pinion needs %d; "
-                           "run `pinion db migrate`", have, want);
+    return pn_err_set(err,
+                      "database schema is at version %d, this pinion needs %d; "
+                      "run `pinion db migrate`",
+                      have, want);
 }

@@ -93,8 +93,8 @@ static bool rotation_allows(const struct pn_device *d, enum pn_rotation r,
     return true;
 }
 
-static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_policy *pol,
-                                 X509 *cert, const char *client_id, bool db_ready, time_t now,
+static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_policy *pol, X509 *cert,
+                                 const char *client_id, bool db_ready, time_t now,
                                  struct pn_admission *out)
 {
     struct pn_err err;
@@ -220,8 +220,7 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
 }
 
 void pn_admit_decide(const struct pn_state *s, const struct pn_policy *pol, X509 *cert,
-                     const char *client_id, bool db_ready, time_t now,
-                     struct pn_admission *out)
+                     const char *client_id, bool db_ready, time_t now, struct pn_admission *out)
 {
     memset(out, 0, sizeof(*out));
     out->kind = decide(s, pol, cert, client_id, db_ready, now, out);

@@ -49,8 +49,7 @@ static void kick_service(pn_kick_fn kick, void *arg, const char *name)
 /* Carries pins made on this broker but not yet read back from the
  * database (and their JITP devices) from the old state into a new
  * snapshot, and kicks every client the snapshot no longer admits. */
-static void swap_snapshot(struct pn_state **sp, struct pn_state *next, pn_kick_fn kick,
-                          void *arg)
+static void swap_snapshot(struct pn_state **sp, struct pn_state *next, pn_kick_fn kick, void *arg)
 {
     struct pn_state *old = *sp;
     size_t i = 0;
@@ -62,14 +61,14 @@ static void swap_snapshot(struct pn_state **sp, struct pn_state *next, pn_kick_f
         if (p->pending) {
             if (pn_map_get(next->pins, p->id, PN_SHA256))
                 continue;
-            struct pn_device *d = pn_map_get(next->devices, p->dev->identifier,
-                                             strlen(p->dev->identifier));
+            struct pn_device *d =
+                pn_map_get(next->devices, p->dev->identifier, strlen(p->dev->identifier));
             if (!d && p->dev->id == 0)
                 d = pn_state_add_pending_device(next, p->dev->identifier, p->dev->org_id,
                                                 p->dev->product_id);
             if (d && d->status == PN_ACTIVE) {
-                struct pn_pin *np = pn_state_put_pin(next, p->id, d, p->spki, p->not_after,
-                                                     p->status);
+                struct pn_pin *np =
+                    pn_state_put_pin(next, p->id, d, p->spki, p->not_after, p->status);
                 if (np)
                     np->pending = true;
             }
@@ -131,7 +130,8 @@ void pn_apply_op(struct pn_state **sp, struct pn_op *op, pn_kick_fn kick, void *
         if (d)
             snprintf(old_ident, sizeof(old_ident), "%s", d->identifier);
         d = pn_state_put_device(s, op->id, op->text, op->org_id, op->product_id, op->status);
-        if (was_active && kick && (!d || d->status != PN_ACTIVE || strcmp(old_ident, d->identifier)))
+        if (was_active && kick &&
+            (!d || d->status != PN_ACTIVE || strcmp(old_ident, d->identifier)))
             kick(arg, old_ident, 0);
         break;
     }

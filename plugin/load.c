@@ -9,22 +9,22 @@
 #include "sync_internal.h"
 #include "trust.h"
 
-#define CA_SELECT                                                                         \
-    "SELECT id, org_id, status, der, coalesce(jitp_product_id, 0), "                     \
-    "array_to_json(jitp_tags)::text, extract(epoch FROM not_before)::bigint, "           \
+#define CA_SELECT                                                                                  \
+    "SELECT id, org_id, status, der, coalesce(jitp_product_id, 0), "                               \
+    "array_to_json(jitp_tags)::text, extract(epoch FROM not_before)::bigint, "                     \
     "extract(epoch FROM not_after)::bigint FROM ca_certificates"
 #define DEVICE_SELECT "SELECT id, identifier, org_id, product_id, status FROM devices"
-#define PIN_SELECT                                                                        \
-    "SELECT id, device_id, status, extract(epoch FROM not_after)::bigint, spki_sha256 "  \
+#define PIN_SELECT                                                                                 \
+    "SELECT id, device_id, status, extract(epoch FROM not_after)::bigint, spki_sha256 "            \
     "FROM device_certificates"
-#define SERVICE_SELECT                                                                    \
-    "SELECT id, name, extract(epoch FROM not_after)::bigint, der, status "                \
+#define SERVICE_SELECT                                                                             \
+    "SELECT id, name, extract(epoch FROM not_after)::bigint, der, status "                         \
     "FROM service_identities"
 /* Pinned certificates whose CA row was deleted (docs/protocol.md, "Admission": they are still
  * admitted): each goes into the trust directory as its own anchor (partial
  * chains are allowed), else TLS would refuse them once the CA's file is
  * gone, i.e. after the next start. */
-#define ORPHAN_PIN_SELECT                                                                         \
+#define ORPHAN_PIN_SELECT                                                                          \
     "SELECT der FROM device_certificates WHERE ca_id IS NULL AND status = 'active'"
 #define BY_TEXT_KEYS " WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))"
 #define BY_INT_KEYS " WHERE id IN (SELECT (jsonb_array_elements_text($1::jsonb))::bigint)"
@@ -76,7 +76,7 @@ static struct pn_op *ca_op(PGresult *r, int i, struct pn_certs *trust)
         goto fail;
     snprintf(ca->id, sizeof(ca->id), "%s", PQgetvalue(r, i, 0));
     ca->org_id = pn_col_i64(r, i, 1);
-    ca->status = PQgetvalue(r, i, 2)[0] == 'a' ? PN_ACTIVE
+    ca->status = PQgetvalue(r, i, 2)[0] == 'a'   ? PN_ACTIVE
                  : PQgetvalue(r, i, 2)[0] == 'd' ? PN_DISABLED
                                                  : PN_REVOKED;
     ca->cert = col_cert(r, i, 3);

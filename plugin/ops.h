@@ -57,7 +57,7 @@ struct pn_pin_req {
     struct pn_pin_req *next;
     char cert_id[65], ca_id[65], identifier[129];
     int64_t org_id, product_id;
-    char *jitp_tags;   /* JSON array; non-NULL: create the device (JITP) */
+    char *jitp_tags; /* JSON array; non-NULL: create the device (JITP) */
     unsigned char *der;
     int derlen;
     char serial[130], ski[129], aki[129], spki[65], not_before[32], not_after[32];

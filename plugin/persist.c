@@ -37,7 +37,8 @@
     "product_id bigint, tags text, cert_id text, ca_id text, serial text, ski text, aki text, "    \
     "spki text, not_before timestamptz, not_after timestamptz, der text)), "                       \
     "dev AS (INSERT INTO devices (identifier, org_id, product_id, tags, first_seen, last_seen) "   \
-    "SELECT identifier, org_id, product_id, ARRAY(SELECT jsonb_array_elements_text(tags::jsonb)), " \
+    "SELECT identifier, org_id, product_id, ARRAY(SELECT "                                         \
+    "jsonb_array_elements_text(tags::jsonb)), "                                                    \
     "now(), now() FROM u ORDER BY identifier ON CONFLICT (identifier) DO NOTHING RETURNING id, "   \
     "identifier, org_id, product_id), "                                                            \
     "pin AS (INSERT INTO device_certificates (id, device_id, ca_id, serial, ski, aki, "            \
@@ -58,7 +59,8 @@
 #define PIN_SQL_INSERT                                                                             \
     "INSERT INTO device_certificates (id, device_id, ca_id, serial, ski, aki, spki_sha256, "       \
     "not_before, not_after, der, last_used) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "     \
-    "now()) ON CONFLICT (id) DO NOTHING RETURNING (extract(epoch FROM pinned_at) * 1000)::bigint, " \
+    "now()) ON CONFLICT (id) DO NOTHING RETURNING (extract(epoch FROM pinned_at) * "               \
+    "1000)::bigint, "                                                                              \
     "extract(epoch FROM not_after)::bigint"
 /* Once per batch, for the devices whose pins it stored. */
 #define PIN_SQL_SEEN                                                                               \
@@ -105,12 +107,12 @@ static void unpin(struct pn_sync *s, const struct pn_pin_req *r, const char *why
         op->text = strdup(r->identifier);
         pn_sync_push(s, op);
     }
-    pn_sync_log(s, PN_LOG_WARNING, "pinion: refused certificate %s identifier %s: %s",
-                r->cert_id, r->identifier, why);
+    pn_sync_log(s, PN_LOG_WARNING, "pinion: refused certificate %s identifier %s: %s", r->cert_id,
+                r->identifier, why);
 }
 
-static void publish_registration(struct pn_sync *s, const struct pn_pin_req *r,
-                                 const char *org, long long pinned_ms)
+static void publish_registration(struct pn_sync *s, const struct pn_pin_req *r, const char *org,
+                                 long long pinned_ms)
 {
     json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:I}", "certificateId", r->cert_id,
                            "caCertificateId", r->ca_id, "deviceId", r->identifier, "orgId", org,
@@ -120,7 +122,8 @@ static void publish_registration(struct pn_sync *s, const struct pn_pin_req *r,
     char topic[256];
     snprintf(topic, sizeof(topic), "%s/" PN_EVENTS_LEVEL "/certificates/registered/%s",
              s->cfg.topic_root, r->ca_id);
-    if (!ev || !op || !(op->payload = json_dumps(ev, JSON_COMPACT)) || !(op->text = strdup(topic))) {
+    if (!ev || !op || !(op->payload = json_dumps(ev, JSON_COMPACT)) ||
+        !(op->text = strdup(topic))) {
         json_decref(ev);
         pn_op_free(op);
         return;
@@ -137,8 +140,7 @@ static void publish_registration(struct pn_sync *s, const struct pn_pin_req *r,
  * timeout): the same transaction is likely to pass a moment later. */
 static bool conflict(const char *sqlstate)
 {
-    return !strcmp(sqlstate, "40001") || !strcmp(sqlstate, "40P01") ||
-           !strcmp(sqlstate, "55P03");
+    return !strcmp(sqlstate, "40001") || !strcmp(sqlstate, "40P01") || !strcmp(sqlstate, "55P03");
 }
 
 /* What became of one pin request in a batch; acted on after COMMIT. */
@@ -338,9 +340,9 @@ static int persist_one(struct pn_sync *s, const struct pn_pin_req *r, const char
  * identifier order, as persist_one locks them.  done[i] is set for the
  * requests settled here; the others go through persist_one, which also
  * sees a device another broker created meanwhile.  0, or -1 (err). */
-static int persist_new_devices(struct pn_sync *s, struct pn_pin_req **v, int n,
-                               const char **status, const char **stored,
-                               struct pin_outcome *out, bool *done, struct pn_err *err)
+static int persist_new_devices(struct pn_sync *s, struct pn_pin_req **v, int n, const char **status,
+                               const char **stored, struct pin_outcome *out, bool *done,
+                               struct pn_err *err)
 {
     json_t *rows = json_array();
     char *hex = NULL;
@@ -355,13 +357,12 @@ static int persist_new_devices(struct pn_sync *s, struct pn_pin_req **v, int n,
         if (!(hex = malloc((size_t)r->derlen * 2 + 1)))
             goto oom;
         sodium_bin2hex(hex, (size_t)r->derlen * 2 + 1, r->der, (size_t)r->derlen);
-        json_t *row = json_pack("{s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:s?, s:s?, s:s, s:s, s:s, s:s}",
-                                "identifier", r->identifier, "org_id", (json_int_t)r->org_id,
-                                "product_id", (json_int_t)r->product_id, "tags", r->jitp_tags,
-                                "cert_id", r->cert_id, "ca_id", r->ca_id, "serial", r->serial,
-                                "ski", r->ski[0] ? r->ski : NULL, "aki", r->aki[0] ? r->aki : NULL,
-                                "spki", r->spki, "not_before", r->not_before, "not_after",
-                                r->not_after, "der", hex);
+        json_t *row = json_pack(
+            "{s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:s?, s:s?, s:s, s:s, s:s, s:s}", "identifier",
+            r->identifier, "org_id", (json_int_t)r->org_id, "product_id", (json_int_t)r->product_id,
+            "tags", r->jitp_tags, "cert_id", r->cert_id, "ca_id", r->ca_id, "serial", r->serial,
+            "ski", r->ski[0] ? r->ski : NULL, "aki", r->aki[0] ? r->aki : NULL, "spki", r->spki,
+            "not_before", r->not_before, "not_after", r->not_after, "der", hex);
         free(hex);
         hex = NULL;
         if (!row || json_array_append_new(rows, row) < 0)

@@ -53,17 +53,17 @@ struct plugin {
     struct pn_sync_config cfg;
     struct pn_state *state;
     struct pn_sync *sync;
-    bool reloading;                   /* between MOSQ_EVT_RELOAD and the next TICK */
-    int deny_log_s;                   /* plugin_opt_deny_log_interval; 0: no lines for denials */
+    bool reloading; /* between MOSQ_EVT_RELOAD and the next TICK */
+    int deny_log_s; /* plugin_opt_deny_log_interval; 0: no lines for denials */
     struct pn_denylog *denylog;
     time_t denylog_swept;
-    X509_VERIFY_PARAM *verify_params; /* ours, owned by OpenSSL's table */
-    bool broker21;                    /* the broker has 2.1's plugin API */
-    struct waker *waker;              /* NULL unless broker21 */
-    bool loaded;                      /* the state came from the database once */
+    X509_VERIFY_PARAM *verify_params;         /* ours, owned by OpenSSL's table */
+    bool broker21;                            /* the broker has 2.1's plugin API */
+    struct waker *waker;                      /* NULL unless broker21 */
+    bool loaded;                              /* the state came from the database once */
     void (*complete_auth)(const char *, int); /* 2.1's mosquitto_complete_basic_auth */
-    struct waiting *waiting;          /* CONNECTs held until the first load */
-    struct pn_metrics metrics;        /* $SYS/broker/pinion/... (metrics.c) */
+    struct waiting *waiting;                  /* CONNECTs held until the first load */
+    struct pn_metrics metrics;                /* $SYS/broker/pinion/... (metrics.c) */
 };
 
 /* 2.1: a CONNECT that arrives before the plugin ever loaded its state (the
@@ -104,9 +104,10 @@ static int parse_bool(const char *v, bool *out)
 static bool broker_id_valid(const char *v)
 {
     size_t n = strlen(v);
-    return n >= 1 && n <= PN_BROKER_ID_MAX && strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                        "abcdefghijklmnopqrstuvwxyz"
-                                                        "0123456789._-") == n;
+    return n >= 1 && n <= PN_BROKER_ID_MAX &&
+           strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "abcdefghijklmnopqrstuvwxyz"
+                     "0123456789._-") == n;
 }
 
 /* host:port, as piniond will dial it ([v6]:port too). */
@@ -146,22 +147,28 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
             p->cfg.trust_dir = v;
         } else if (!strcmp(k, "topic_root")) {
             if (!pn_topic_root_valid(v)) {
-                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "topic_root '%s' is invalid (levels "
-                                                  "of A-Z a-z 0-9 . _ -, no wildcards)", v);
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     OPT_PREFIX "topic_root '%s' is invalid (levels "
+                                                "of A-Z a-z 0-9 . _ -, no wildcards)",
+                                     v);
                 return -1;
             }
             snprintf(p->topic_root, sizeof(p->topic_root), "%s", v);
         } else if (!strcmp(k, "broker_id")) {
             if (!broker_id_valid(v)) {
-                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "broker_id '%s' is invalid (1 to 64 "
-                                                  "of A-Z a-z 0-9 . _ -)", v);
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     OPT_PREFIX "broker_id '%s' is invalid (1 to 64 "
+                                                "of A-Z a-z 0-9 . _ -)",
+                                     v);
                 return -1;
             }
             snprintf(p->broker_id, sizeof(p->broker_id), "%s", v);
         } else if (!strcmp(k, "service_address")) {
             if (!address_valid(v)) {
-                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "service_address '%s' is not "
-                                                  "host:port", v);
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     OPT_PREFIX "service_address '%s' is not "
+                                                "host:port",
+                                     v);
                 return -1;
             }
             snprintf(p->service_address, sizeof(p->service_address), "%s", v);
@@ -171,8 +178,10 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
             else if (!strcmp(v, "client_id"))
                 p->policy.identity = PN_IDENTITY_CLIENT_ID;
             else {
-                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "identity must be cn or client_id, "
-                                                  "not '%s'", v);
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     OPT_PREFIX "identity must be cn or client_id, "
+                                                "not '%s'",
+                                     v);
                 return -1;
             }
         } else if (!strcmp(k, "rotation")) {
@@ -183,22 +192,28 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
             else if (!strcmp(v, "none"))
                 p->policy.rotation = PN_ROTATE_NONE;
             else {
-                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "rotation must be same_key, any or "
-                                                  "none, not '%s'", v);
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     OPT_PREFIX "rotation must be same_key, any or "
+                                                "none, not '%s'",
+                                     v);
                 return -1;
             }
         } else if (!strcmp(k, "allow_expired_pinned")) {
             if (parse_bool(v, &p->policy.allow_expired_pinned) < 0) {
-                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "allow_expired_pinned must be true "
-                                                  "or false, not '%s'", v);
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     OPT_PREFIX "allow_expired_pinned must be true "
+                                                "or false, not '%s'",
+                                     v);
                 return -1;
             }
         } else if (!strcmp(k, "resync_interval")) {
             char *end;
             long s = strtol(v, &end, 10);
             if (*end || s < 5 || s > 86400) {
-                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "resync_interval must be 5 to 86400 "
-                                                  "seconds, not '%s'", v);
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     OPT_PREFIX "resync_interval must be 5 to 86400 "
+                                                "seconds, not '%s'",
+                                     v);
                 return -1;
             }
             p->cfg.resync_s = (int)s;
@@ -206,8 +221,10 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
             char *end;
             long s = strtol(v, &end, 10);
             if (!*v || *end || s < 0 || s > 3600) {
-                mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "deny_log_interval must be 0 to "
-                                                  "3600 seconds, not '%s'", v);
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     OPT_PREFIX "deny_log_interval must be 0 to "
+                                                "3600 seconds, not '%s'",
+                                     v);
                 return -1;
             }
             p->deny_log_s = (int)s;
@@ -234,7 +251,7 @@ static int parse_options(struct plugin *p, struct mosquitto_opt *opts, int n)
     }
     if (!p->cfg.trust_dir || !*p->cfg.trust_dir) {
         mosquitto_log_printf(MOSQ_LOG_ERR, OPT_PREFIX "trust_dir is required (the listener's "
-                                          "capath)");
+                                                      "capath)");
         return -1;
     }
     struct stat st;
@@ -445,9 +462,8 @@ static int pin_new(struct plugin *p, const struct pn_admission *a, X509 *cert)
         d = pn_state_add_pending_device(p->state, a->identifier, a->ca->org_id,
                                         a->ca->jitp_product_id);
     }
-    struct pn_pin *pin = d ? pn_state_put_pin(p->state, a->cert_bin, d, a->spki, a->not_after,
-                                              PN_ACTIVE)
-                           : NULL;
+    struct pn_pin *pin =
+        d ? pn_state_put_pin(p->state, a->cert_bin, d, a->spki, a->not_after, PN_ACTIVE) : NULL;
     if (!pin || !r->der || (!a->dev && !r->jitp_tags)) {
         pn_pin_req_free(r);
         return -1;
@@ -460,8 +476,7 @@ static int pin_new(struct plugin *p, const struct pn_admission *a, X509 *cert)
 /* Holds a CONNECT until the first load (see struct waiting).  Only a
  * device can wait: its username is its client id, which the decision must
  * then confirm; a service's username depends on the state not loaded yet. */
-static bool wait_for_load(struct plugin *p, struct mosquitto *client, const char *cid,
-                          X509 *cert)
+static bool wait_for_load(struct plugin *p, struct mosquitto *client, const char *cid, X509 *cert)
 {
     if (!pn_ident_valid(cid) || mosquitto_set_username(client, cid) != MOSQ_ERR_SUCCESS)
         return false;
@@ -502,13 +517,15 @@ static bool admit_waiting(struct plugin *p, struct waiting *w, time_t now)
         strcmp(a.identifier, w->client_id) != 0) {
         a.kind = PN_REFUSE;
         a.refusal = PN_REFUSED_CLIENT_ID;
-        snprintf(a.reason, sizeof(a.reason), "identifier differs from the client id set while "
-                                             "waiting for the database");
+        snprintf(a.reason, sizeof(a.reason),
+                 "identifier differs from the client id set while "
+                 "waiting for the database");
     } else if (a.kind == PN_ADMIT_SERVICE) {
         a.kind = PN_REFUSE;
         a.refusal = PN_REFUSED_DATABASE;
-        snprintf(a.reason, sizeof(a.reason), "a service that connected before the first load "
-                                             "must reconnect");
+        snprintf(a.reason, sizeof(a.reason),
+                 "a service that connected before the first load "
+                 "must reconnect");
     }
     if (a.kind == PN_ADMIT_PINNED) {
         pn_sync_seen(p->sync, a.identifier, a.cert_id);
@@ -639,8 +656,8 @@ static void log_denial(struct plugin *p, struct mosquitto *client, const char *t
     mosquitto_log_printf(MOSQ_LOG_NOTICE,
                          "pinion: denied %s for client '%s' (user '%s', address %s); "
                          "further denials of this client are counted for %d s",
-                         pn_printable(what), pn_printable(id), pn_printable(who),
-                         addr ? addr : "-", p->deny_log_s);
+                         pn_printable(what), pn_printable(id), pn_printable(who), addr ? addr : "-",
+                         p->deny_log_s);
 }
 
 static void report_denials(void *arg, const char *client_id, unsigned long count,
@@ -795,8 +812,7 @@ static int on_reload(int event, void *event_data, void *userdata)
 
 /* ---------------------------------------------------------- entry points */
 
-__attribute__((visibility("default"))) int mosquitto_plugin_version(int count,
-                                                                     const int *versions)
+__attribute__((visibility("default"))) int mosquitto_plugin_version(int count, const int *versions)
 {
     for (int i = 0; i < count; i++)
         if (versions[i] == 5)
@@ -826,9 +842,10 @@ static void destroy(struct plugin *p)
     free(p);
 }
 
-__attribute__((visibility("default"))) int
-mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
-                      struct mosquitto_opt *options, int option_count)
+__attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
+                                                                 void **userdata,
+                                                                 struct mosquitto_opt *options,
+                                                                 int option_count)
 {
     struct pn_err err;
     /* First, so that any error below is read against the version that
@@ -841,8 +858,8 @@ mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
     }
     p->pid = identifier;
     p->broker21 = set_info(identifier);
-    p->complete_auth = (void (*)(const char *, int))dlsym(RTLD_DEFAULT,
-                                                           "mosquitto_complete_basic_auth");
+    p->complete_auth =
+        (void (*)(const char *, int))dlsym(RTLD_DEFAULT, "mosquitto_complete_basic_auth");
     if (parse_options(p, options, option_count) < 0) {
         free(p);
         return MOSQ_ERR_INVAL;

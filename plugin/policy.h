@@ -59,11 +59,11 @@ struct pn_admission {
     enum pn_refusal refusal; /* PN_REFUSE only */
     char cert_id[65];
     unsigned char cert_bin[PN_SHA256];
-    char identifier[129];   /* device identifier, or service name */
-    char reason[320];       /* why it was refused */
+    char identifier[129]; /* device identifier, or service name */
+    char reason[320];     /* why it was refused */
     /* PN_ADMIT_NEW only: */
     struct pn_ca *ca;
-    struct pn_device *dev;  /* NULL: the device is to be created (JITP) */
+    struct pn_device *dev; /* NULL: the device is to be created (JITP) */
     unsigned char spki[PN_SHA256];
     time_t not_after;
 };
@@ -73,8 +73,7 @@ struct pn_admission {
  * db_ready: whether the worker is in touch with the database; first
  * connects are refused without it (fail closed).  Always fills out. */
 void pn_admit_decide(const struct pn_state *s, const struct pn_policy *pol, X509 *cert,
-                     const char *client_id, bool db_ready, time_t now,
-                     struct pn_admission *out);
+                     const char *client_id, bool db_ready, time_t now, struct pn_admission *out);
 
 /* Whether a session re-authenticated without a certificate at SIGHUP
  * (Mosquitto re-checks offline durable sessions too) keeps its place: the

@@ -418,6 +418,5 @@ void pn_presence_unregister(struct pn_presence *p, PGconn *db)
               "DELETE FROM device_presence WHERE broker_id = $1 AND EXISTS (SELECT 1 FROM "
               "brokers WHERE id = $1 AND started_at = $2::timestamptz)",
               2, v);
-    pn_db_cmd(db, &err, "DELETE FROM brokers WHERE id = $1 AND started_at = $2::timestamptz", 2,
-              v);
+    pn_db_cmd(db, &err, "DELETE FROM brokers WHERE id = $1 AND started_at = $2::timestamptz", 2, v);
 }

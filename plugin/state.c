@@ -233,8 +233,8 @@ static void unlink_pin(struct pn_pin *p)
 }
 
 struct pn_pin *pn_state_put_pin(struct pn_state *s, const unsigned char id[PN_SHA256],
-                                struct pn_device *dev, const unsigned char *spki,
-                                time_t not_after, char status)
+                                struct pn_device *dev, const unsigned char *spki, time_t not_after,
+                                char status)
 {
     int err = 0;
     struct pn_pin *p = pn_map_get(s->pins, id, PN_SHA256);
@@ -256,7 +256,7 @@ struct pn_pin *pn_state_put_pin(struct pn_state *s, const unsigned char id[PN_SH
         dev->pins = p;
     }
     memcpy(p->spki, spki, PN_SPKI_KEPT);
-    p->not_after = not_after < 0                   ? 0
+    p->not_after = not_after < 0                      ? 0
                    : (uint64_t)not_after > UINT32_MAX ? UINT32_MAX
                                                       : (uint32_t)not_after;
     p->status = status;
@@ -302,8 +302,8 @@ struct pn_service *pn_state_put_service(struct pn_state *s, const unsigned char 
     return v;
 }
 
-int pn_state_del_service(struct pn_state *s, const unsigned char id[PN_SHA256],
-                         char *name_out, size_t name_len)
+int pn_state_del_service(struct pn_state *s, const unsigned char id[PN_SHA256], char *name_out,
+                         size_t name_len)
 {
     struct pn_service *v = pn_map_del(s->services, id, PN_SHA256);
     if (name_out && name_len)

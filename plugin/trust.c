@@ -76,8 +76,7 @@ static int scan(const char *dir, struct entry **out, size_t *nout, struct pn_err
     return 0;
 }
 
-static int write_cert(const char *dir, X509 *x, unsigned long hash, int suffix,
-                      struct pn_err *err)
+static int write_cert(const char *dir, X509 *x, unsigned long hash, int suffix, struct pn_err *err)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/%08lx.%d", dir, hash, suffix);
@@ -93,8 +92,7 @@ static int write_cert(const char *dir, X509 *x, unsigned long hash, int suffix,
     return rc;
 }
 
-int pn_trust_sync(const char *dir, X509 *const *certs, size_t n, bool compact,
-                  struct pn_err *err)
+int pn_trust_sync(const char *dir, X509 *const *certs, size_t n, bool compact, struct pn_err *err)
 {
     struct entry *have = NULL;
     size_t nhave = 0;

@@ -19,7 +19,6 @@
  * suffix of their hash: OpenSSL's hash-directory lookup caches what it has
  * read and would miss a renumbered file.  Files not named <8 hex>.<n> are
  * never touched.  Returns the number of files written, or -1. */
-int pn_trust_sync(const char *dir, X509 *const *certs, size_t n, bool compact,
-                  struct pn_err *err);
+int pn_trust_sync(const char *dir, X509 *const *certs, size_t n, bool compact, struct pn_err *err);
 
 #endif

@@ -36,8 +36,7 @@ struct pn_sync *pn_sync_new(const struct pn_sync_config *cfg)
     s->reqs_tail = &s->reqs;
     pthread_mutex_init(&s->mu, NULL);
     if (!s->cfg.conninfo || !s->cfg.trust_dir || !s->cfg.topic_root || !s->presence ||
-        !s->seen_dev ||
-        !s->seen_cert || pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) < 0) {
+        !s->seen_dev || !s->seen_cert || pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) < 0) {
         pn_sync_free(s);
         return NULL;
     }

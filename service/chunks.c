@@ -63,8 +63,8 @@ static PGresult *query(struct pd *pd, const char *stmt, int n, const char *const
  * read (at most inflight_cache_ms ago, not since a manifest for the device
  * was published by any instance, and not before a session (re)connected:
  * while it was down, its broker's down/update notices were missed): a
- * request that cannot be served costs no database round trip.  1 maybe (the chunk lookup decides), 0 no,
- * -1 database error (logged by the caller). */
+ * request that cannot be served costs no database round trip.  1 maybe (the chunk lookup decides),
+ * 0 no, -1 database error (logged by the caller). */
 static int maybe_inflight(struct pd *pd, struct pd_dev *dev, const char *uuid, struct pn_err *err)
 {
     long now = pn_mono_ms();

@@ -33,12 +33,20 @@ struct int_range {
 };
 
 static const struct int_range int_ranges[] = {
-    {"mqtt_port", 1, 65535},      {"verify_ttl", 0, 86400},   {"manifest_ttl", 60, 31536000},
-    {"chunk_max", 1024, 1048576}, {"penalty", 0, 31536000},   {"max_attempts", 1, 1000},
-    {"tick_ms", 10, 60000},       {"inflight_timeout", 1, 31536000},
-    {"device_get_rate", 1, 1000000},    {"device_get_burst", 1, 1000000},
-    {"device_status_rate", 1, 1000000}, {"device_status_burst", 1, 1000000},
-    {"limit_log_period", 1, 86400},     {"inflight_cache_ms", 0, 60000},
+    {"mqtt_port", 1, 65535},
+    {"verify_ttl", 0, 86400},
+    {"manifest_ttl", 60, 31536000},
+    {"chunk_max", 1024, 1048576},
+    {"penalty", 0, 31536000},
+    {"max_attempts", 1, 1000},
+    {"tick_ms", 10, 60000},
+    {"inflight_timeout", 1, 31536000},
+    {"device_get_rate", 1, 1000000},
+    {"device_get_burst", 1, 1000000},
+    {"device_status_rate", 1, 1000000},
+    {"device_status_burst", 1, 1000000},
+    {"limit_log_period", 1, 86400},
+    {"inflight_cache_ms", 0, 60000},
 };
 
 static char *dup_opt(cfg_t *c, const char *k)
@@ -50,26 +58,22 @@ static char *dup_opt(cfg_t *c, const char *k)
 int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
 {
     cfg_opt_t opts[] = {
-        CFG_STR("database", NULL, CFGF_NONE),       CFG_STR("mqtt_host", "127.0.0.1", CFGF_NONE),
-        CFG_INT("mqtt_port", 8883, CFGF_NONE),      CFG_STR("ca_file", NULL, CFGF_NONE),
-        CFG_STR("cert_file", NULL, CFGF_NONE),      CFG_STR("key_file", NULL, CFGF_NONE),
+        CFG_STR("database", NULL, CFGF_NONE), CFG_STR("mqtt_host", "127.0.0.1", CFGF_NONE),
+        CFG_INT("mqtt_port", 8883, CFGF_NONE), CFG_STR("ca_file", NULL, CFGF_NONE),
+        CFG_STR("cert_file", NULL, CFGF_NONE), CFG_STR("key_file", NULL, CFGF_NONE),
         CFG_STR("client_id", "piniond", CFGF_NONE), CFG_STR("topic_root", "fleet", CFGF_NONE),
-        CFG_STR("release_key", NULL, CFGF_NONE),    CFG_STR("artifacts", NULL, CFGF_NONE),
-        CFG_INT("verify_ttl", 60, CFGF_NONE),       CFG_INT("manifest_ttl", 86400, CFGF_NONE),
-        CFG_INT("chunk_max", 65536, CFGF_NONE),     CFG_INT("penalty", 300, CFGF_NONE),
-        CFG_INT("max_attempts", 3, CFGF_NONE),      CFG_INT("tick_ms", 500, CFGF_NONE),
-        CFG_STR("cdn_url", NULL, CFGF_NONE),        CFG_INT("inflight_timeout", 3600, CFGF_NONE),
+        CFG_STR("release_key", NULL, CFGF_NONE), CFG_STR("artifacts", NULL, CFGF_NONE),
+        CFG_INT("verify_ttl", 60, CFGF_NONE), CFG_INT("manifest_ttl", 86400, CFGF_NONE),
+        CFG_INT("chunk_max", 65536, CFGF_NONE), CFG_INT("penalty", 300, CFGF_NONE),
+        CFG_INT("max_attempts", 3, CFGF_NONE), CFG_INT("tick_ms", 500, CFGF_NONE),
+        CFG_STR("cdn_url", NULL, CFGF_NONE), CFG_INT("inflight_timeout", 3600, CFGF_NONE),
         /* Per device: a request/response download on a fast link stays
          * under 1,000 requests a second; a device sends a few statuses an
          * update (a failing one ~20 within seconds). */
-        CFG_INT("device_get_rate", 1000, CFGF_NONE),
-        CFG_INT("device_get_burst", 5000, CFGF_NONE),
-        CFG_INT("device_status_rate", 2, CFGF_NONE),
-        CFG_INT("device_status_burst", 30, CFGF_NONE),
-        CFG_INT("limit_log_period", 10, CFGF_NONE),
-        CFG_INT("inflight_cache_ms", 2000, CFGF_NONE),
-        CFG_STR("metrics_listen", NULL, CFGF_NONE),
-        CFG_END()};
+        CFG_INT("device_get_rate", 1000, CFGF_NONE), CFG_INT("device_get_burst", 5000, CFGF_NONE),
+        CFG_INT("device_status_rate", 2, CFGF_NONE), CFG_INT("device_status_burst", 30, CFGF_NONE),
+        CFG_INT("limit_log_period", 10, CFGF_NONE), CFG_INT("inflight_cache_ms", 2000, CFGF_NONE),
+        CFG_STR("metrics_listen", NULL, CFGF_NONE), CFG_END()};
     memset(cfg, 0, sizeof(*cfg));
     cfg_t *c = cfg_init(opts, CFGF_NONE);
     if (!c)
@@ -133,14 +137,16 @@ int pd_config_load(const char *path, struct pd_config *cfg, struct pn_err *err)
         return pn_err_set(err, "%s: '%s' is required", path, missing);
     }
     if (!pn_topic_root_valid(cfg->topic_root)) {
-        pn_err_set(err, "%s: topic_root '%s' is not one or more '/'-separated levels of "
-                        "[A-Za-z0-9._-]", path, cfg->topic_root);
+        pn_err_set(err,
+                   "%s: topic_root '%s' is not one or more '/'-separated levels of "
+                   "[A-Za-z0-9._-]",
+                   path, cfg->topic_root);
         pd_config_free(cfg);
         return -1;
     }
-    if (cfg->cdn_url && ((strncmp(cfg->cdn_url, "https://", 8) != 0 &&
-                          strncmp(cfg->cdn_url, "http://", 7) != 0) ||
-                         strpbrk(cfg->cdn_url, " \t\r\n\"<>\\"))) {
+    if (cfg->cdn_url &&
+        ((strncmp(cfg->cdn_url, "https://", 8) != 0 && strncmp(cfg->cdn_url, "http://", 7) != 0) ||
+         strpbrk(cfg->cdn_url, " \t\r\n\"<>\\"))) {
         pn_err_set(err, "%s: cdn_url '%s' is not an http(s):// URL", path, cfg->cdn_url);
         pd_config_free(cfg);
         return -1;

@@ -322,7 +322,8 @@ void pd_brokers_refresh(struct pd *pd, bool force)
         }
         if (!b) {
             if (pd->nbrokers == PD_BROKERS_MAX) {
-                pd_log(PD_WARNING "broker %s ignored: piniond keeps at most %d sessions", id, PD_BROKERS_MAX);
+                pd_log(PD_WARNING "broker %s ignored: piniond keeps at most %d sessions", id,
+                       PD_BROKERS_MAX);
                 continue;
             }
             pd_log("broker %s at %s is in the registry; connecting", id, addr);

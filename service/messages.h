@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Parsing of the two messages devices send piniond (docs/protocol.md,
- * "Chunk format" and "Status messages").  Pure functions: no I/O, no logging, no global state, so that they
- * can be unit-tested and fuzzed on their own.  On failure err holds the
- * reason as piniond logs it after "ignored chunk request from <id>: " or
- * "ignored status from <id>: ". */
+ * "Chunk format" and "Status messages").  Pure functions: no I/O, no logging, no global state, so
+ * that they can be unit-tested and fuzzed on their own.  On failure err holds the reason as piniond
+ * logs it after "ignored chunk request from <id>: " or "ignored status from <id>: ". */
 #ifndef PINION_SERVICE_MESSAGES_H
 #define PINION_SERVICE_MESSAGES_H
 

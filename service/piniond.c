@@ -183,8 +183,8 @@ int main(int argc, char **argv)
     /* Checked once here, so that a wrong path stops piniond at start
      * rather than at every broker it meets. */
     struct mosquitto *probe = mosquitto_new(pd.cfg.client_id, true, NULL);
-    if (!probe || mosquitto_tls_set(probe, pd.cfg.ca_file, NULL, pd.cfg.cert_file,
-                                    pd.cfg.key_file, NULL) != MOSQ_ERR_SUCCESS) {
+    if (!probe || mosquitto_tls_set(probe, pd.cfg.ca_file, NULL, pd.cfg.cert_file, pd.cfg.key_file,
+                                    NULL) != MOSQ_ERR_SUCCESS) {
         fprintf(stderr, "piniond: cannot use the TLS files (ca_file, cert_file, key_file)\n");
         mosquitto_destroy(probe);
         mosquitto_lib_cleanup();

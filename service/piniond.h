@@ -107,12 +107,12 @@ struct pd_broker {
     char host[256];
     int port;
     struct mosquitto *mq;
-    bool connected;  /* CONNACK received, subscriptions sent */
-    bool listed;     /* in the registry's last read */
+    bool connected; /* CONNACK received, subscriptions sent */
+    bool listed;    /* in the registry's last read */
     long next_try_ms, attempt_ms;
-    long down_since_ms;   /* 0 while connected */
-    long reported_ms;     /* last "cannot reach" report */
-    char why[128];        /* why it is not connected */
+    long down_since_ms; /* 0 while connected */
+    long reported_ms;   /* last "cannot reach" report */
+    char why[128];      /* why it is not connected */
 };
 
 #define PD_BROKERS_MAX 256

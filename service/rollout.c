@@ -53,15 +53,16 @@ static int load_fw(struct pd *pd, int64_t firmware_id, struct fwrow *f, struct p
     char id[24];
     snprintf(id, sizeof(id), "%lld", (long long)firmware_id);
     const char *v[] = {id};
-    PGresult *r = pn_db_q(pd->db, err,
-                          "SELECT f.uuid, p.name, f.version, f.platform, f.architecture, f.size, "
-                          "f.sha256, f.key_id, f.artifact, f.status, f.xmin::text, "
-                          "encode(f.meta_conf, 'base64'), encode(f.meta_conf_sig, 'hex'), "
-                          "encode(k.public_key, 'hex'), k.xmin::text "
-                          "FROM firmware f JOIN products p ON p.id = f.product_id "
-                          "LEFT JOIN firmware_keys k ON k.org_id = f.org_id AND k.key_id = f.key_id "
-                          "WHERE f.id = $1",
-                          1, v);
+    PGresult *r =
+        pn_db_q(pd->db, err,
+                "SELECT f.uuid, p.name, f.version, f.platform, f.architecture, f.size, "
+                "f.sha256, f.key_id, f.artifact, f.status, f.xmin::text, "
+                "encode(f.meta_conf, 'base64'), encode(f.meta_conf_sig, 'hex'), "
+                "encode(k.public_key, 'hex'), k.xmin::text "
+                "FROM firmware f JOIN products p ON p.id = f.product_id "
+                "LEFT JOIN firmware_keys k ON k.org_id = f.org_id AND k.key_id = f.key_id "
+                "WHERE f.id = $1",
+                1, v);
     if (!r)
         return -1;
     memset(f, 0, sizeof(*f));
@@ -89,19 +90,20 @@ static int load_fw(struct pd *pd, int64_t firmware_id, struct fwrow *f, struct p
     const char *b64 = PQgetvalue(r, 0, 11);
     size_t blen = strlen(b64), mlen = 0;
     f->meta_conf = malloc(blen + 1);
-    int ok = f->meta_conf &&
-             sodium_base642bin(f->meta_conf, blen, b64, blen, "\n", &mlen, NULL,
-                               sodium_base64_VARIANT_ORIGINAL) == 0;
+    int ok = f->meta_conf && sodium_base642bin(f->meta_conf, blen, b64, blen, "\n", &mlen, NULL,
+                                               sodium_base64_VARIANT_ORIGINAL) == 0;
     f->meta_conf_len = mlen;
     size_t slen = 0;
-    ok = ok && sodium_hex2bin(f->sig, sizeof(f->sig), PQgetvalue(r, 0, 12),
-                              strlen(PQgetvalue(r, 0, 12)), NULL, &slen, NULL) == 0 &&
+    ok = ok &&
+         sodium_hex2bin(f->sig, sizeof(f->sig), PQgetvalue(r, 0, 12), strlen(PQgetvalue(r, 0, 12)),
+                        NULL, &slen, NULL) == 0 &&
          slen == 64;
     f->key_present = !PQgetisnull(r, 0, 13);
     if (f->key_present) {
         size_t klen = 0;
-        ok = ok && sodium_hex2bin(f->pk, sizeof(f->pk), PQgetvalue(r, 0, 13),
-                                  strlen(PQgetvalue(r, 0, 13)), NULL, &klen, NULL) == 0 &&
+        ok = ok &&
+             sodium_hex2bin(f->pk, sizeof(f->pk), PQgetvalue(r, 0, 13),
+                            strlen(PQgetvalue(r, 0, 13)), NULL, &klen, NULL) == 0 &&
              klen == 32;
         copy(f->key_version, sizeof(f->key_version), PQgetvalue(r, 0, 14));
     }
@@ -159,12 +161,16 @@ static int release_check(struct pd *pd, const struct fwrow *f, struct pn_err *er
     }
     int rc = 0;
     if (strcmp(info.sha256_hex, f->sha256) != 0)
-        rc = pn_err_set(err, "firmware %s: stored artifact's SHA-256 %s differs from the "
-                             "uploaded %s", f->uuid, info.sha256_hex, f->sha256);
+        rc = pn_err_set(err,
+                        "firmware %s: stored artifact's SHA-256 %s differs from the "
+                        "uploaded %s",
+                        f->uuid, info.sha256_hex, f->sha256);
     else if (strcmp(info.meta.uuid, f->uuid) != 0 || info.meta_conf_len != f->meta_conf_len ||
              memcmp(info.meta_conf, f->meta_conf, f->meta_conf_len) != 0)
-        rc = pn_err_set(err, "firmware %s: stored artifact's meta.conf differs from the uploaded "
-                             "one", f->uuid);
+        rc = pn_err_set(err,
+                        "firmware %s: stored artifact's meta.conf differs from the uploaded "
+                        "one",
+                        f->uuid);
     pn_fw_info_free(&info);
     if (rc < 0) {
         pd_metrics_add(pd->metrics, PD_M_CHECKS_FAILED, 1);
@@ -252,9 +258,8 @@ static int fail_release(struct pd *pd, const char *dep_id, const char *name, con
     snprintf(reason, sizeof(reason), "release check failed: %s", why);
     pause_deployment(pd, dep_id, name, reason);
     const char *v[] = {dep_id};
-    return end_inflight(pd, "u.deployment_id = $1", 1, v, "cancelled", reason, ended, err) < 0
-               ? -1
-               : 0;
+    return end_inflight(pd, "u.deployment_id = $1", 1, v, "cancelled", reason, ended, err) < 0 ? -1
+                                                                                               : 0;
 }
 
 struct issue {
@@ -313,8 +318,8 @@ static int publish_manifest(struct pd *pd, const struct fwrow *f, const char *de
                f->product, f->version, is->identifier, deployment, (long long)is->sequence,
                b ? b->id : "-");
     else if (rc == 0)
-        pd_log("released %s %s to %s (deployment %s, sequence %lld) %s%s", f->product,
-               f->version, is->identifier, deployment, (long long)is->sequence,
+        pd_log("released %s %s to %s (deployment %s, sequence %lld) %s%s", f->product, f->version,
+               is->identifier, deployment, (long long)is->sequence,
                b ? "on broker " : "(published when piniond reaches a broker)", b ? b->id : "");
     /* The device moved: its manifest on the broker it left must not be
      * delivered there again. */
@@ -366,13 +371,14 @@ static int record_issue(struct pd *pd, const char *device_id, const char *dep_id
     snprintf(seq, sizeof(seq), "%lld", (long long)is->sequence);
     snprintf(iss, sizeof(iss), "%lld", (long long)issued);
     snprintf(exp, sizeof(exp), "%lld", (long long)(issued + pd->cfg.manifest_ttl));
-    const char *u[] = {device_id, dep_id, seq, iss, exp, fresh ? "t" : "f",
-                       is->broker[0] ? is->broker : NULL};
+    const char *u[] = {
+        device_id, dep_id, seq, iss, exp, fresh ? "t" : "f", is->broker[0] ? is->broker : NULL};
     return pn_db_cmd(
         pd->db, err,
         "INSERT INTO device_updates (device_id, deployment_id, state, attempts, sequence, "
         "issued_at, expires_at, broker_id) VALUES ($1, $2, 'released', 0, $3, "
-        "to_timestamp($4), to_timestamp($5), $7) ON CONFLICT (device_id, deployment_id) DO UPDATE SET "
+        "to_timestamp($4), to_timestamp($5), $7) ON CONFLICT (device_id, deployment_id) DO UPDATE "
+        "SET "
         "broker_id = EXCLUDED.broker_id, "
         "state = CASE WHEN $6::bool THEN 'released' ELSE device_updates.state END, "
         "attempts = CASE WHEN device_updates.state = 'penalty' THEN 0 "
@@ -387,22 +393,28 @@ static int record_issue(struct pd *pd, const char *device_id, const char *dep_id
 static int pick_page(struct pd *pd, PGresult *dep, const struct fwrow *f, char after[24],
                      const char *req, int slots, char ids[][24], int *n, struct pn_err *err)
 {
-    const char *v[] = {PQgetvalue(dep, 0, 0), PQgetvalue(dep, 0, 2), PQgetvalue(dep, 0, 3),
-                       PQgetvalue(dep, 0, 5), f->uuid, f->platform, f->architecture, after};
-    PGresult *r = pn_db_q(
-        pd->db, err,
-        "SELECT d.id, d.firmware_version FROM devices d "
-        "WHERE d.org_id = $2 AND d.product_id = $3 AND d.status = 'active' AND d.id > $8 "
-        "AND d.tags @> ARRAY(SELECT jsonb_array_elements_text($4::jsonb)) "
-        "AND d.firmware_uuid IS DISTINCT FROM $5 "
-        "AND d.firmware_platform = $6 AND d.firmware_architecture = $7 "
-        "AND NOT EXISTS (SELECT 1 FROM device_updates u WHERE u.device_id = d.id AND "
-        " ((u.deployment_id = $1 AND (u.state = 'complete' OR (u.state = 'penalty' AND "
-        "   u.penalty_until > now()) OR (u.state = 'expired' AND "
-        "   (d.last_seen IS NULL OR d.last_seen <= u.updated_at)))) "
-        "  OR u.state IN " PD_INFLIGHT ")) "
-        "ORDER BY d.id LIMIT " PD_STR(CANDIDATES) " FOR UPDATE OF d SKIP LOCKED",
-        8, v);
+    const char *v[] = {PQgetvalue(dep, 0, 0),
+                       PQgetvalue(dep, 0, 2),
+                       PQgetvalue(dep, 0, 3),
+                       PQgetvalue(dep, 0, 5),
+                       f->uuid,
+                       f->platform,
+                       f->architecture,
+                       after};
+    PGresult *r =
+        pn_db_q(pd->db, err,
+                "SELECT d.id, d.firmware_version FROM devices d "
+                "WHERE d.org_id = $2 AND d.product_id = $3 AND d.status = 'active' AND d.id > $8 "
+                "AND d.tags @> ARRAY(SELECT jsonb_array_elements_text($4::jsonb)) "
+                "AND d.firmware_uuid IS DISTINCT FROM $5 "
+                "AND d.firmware_platform = $6 AND d.firmware_architecture = $7 "
+                "AND NOT EXISTS (SELECT 1 FROM device_updates u WHERE u.device_id = d.id AND "
+                " ((u.deployment_id = $1 AND (u.state = 'complete' OR (u.state = 'penalty' AND "
+                "   u.penalty_until > now()) OR (u.state = 'expired' AND "
+                "   (d.last_seen IS NULL OR d.last_seen <= u.updated_at)))) "
+                "  OR u.state IN " PD_INFLIGHT ")) "
+                "ORDER BY d.id LIMIT " PD_STR(CANDIDATES) " FOR UPDATE OF d SKIP LOCKED",
+                8, v);
     if (!r)
         return -1;
     int rows = PQntuples(r);
@@ -423,8 +435,8 @@ static int pick_page(struct pd *pd, PGresult *dep, const struct fwrow *f, char a
 /* Picks up to `slots` eligible devices for a locked deployment.  The SemVer
  * requirement is applied here, so candidates are read in pages by id until
  * enough match: devices failing it can never starve those after them. */
-static int pick(struct pd *pd, PGresult *dep, int slots, const struct fwrow *f,
-                char ids[][24], struct pn_err *err)
+static int pick(struct pd *pd, PGresult *dep, int slots, const struct fwrow *f, char ids[][24],
+                struct pn_err *err)
 {
     const char *req = PQgetvalue(dep, 0, 6);
     char after[24] = "0";
@@ -438,13 +450,12 @@ static int pick(struct pd *pd, PGresult *dep, int slots, const struct fwrow *f,
     }
 }
 
-
 static int release_deployment(struct pd *pd, const char *dep_id)
 {
     struct pn_err err;
     struct fwrow f = {0};
     struct issue *issues = NULL;
-    char (*ids)[24] = NULL;
+    char(*ids)[24] = NULL;
     int n = 0;
     char name[129] = "";
 
@@ -529,8 +540,8 @@ dberr:
 int pd_rollout_tick(struct pd *pd)
 {
     struct pn_err err;
-    PGresult *r = pn_db_q(pd->db, &err,
-                          "SELECT id FROM deployments WHERE state = 'running' ORDER BY id", 0, NULL);
+    PGresult *r = pn_db_q(
+        pd->db, &err, "SELECT id FROM deployments WHERE state = 'running' ORDER BY id", 0, NULL);
     if (!r) {
         pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
         pd_log(PD_ERR "%s", err.msg);
@@ -571,8 +582,7 @@ static int fail_rows(struct pd *pd, PGresult *r, int from, int n, const char *ms
  * and waiting for d in record_issue was the opposite order and deadlocked
  * with status reports.  `what` names the work in the log.  Returns rows,
  * or -1. */
-static int reissue(struct pd *pd, const char *sql, int nv, const char *const *v,
-                   const char *what)
+static int reissue(struct pd *pd, const char *sql, int nv, const char *const *v, const char *what)
 {
     struct pn_err err;
     if (pn_db_begin(pd->db, &err) < 0)
@@ -639,9 +649,9 @@ dberr:
     return -1;
 }
 
-#define REISSUE_COLUMNS                                                                        \
-    "SELECT u.device_id, u.deployment_id, dp.name, dp.firmware_id, u.broker_id "              \
-    "FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "                   \
+#define REISSUE_COLUMNS                                                                            \
+    "SELECT u.device_id, u.deployment_id, dp.name, dp.firmware_id, u.broker_id "                   \
+    "FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "                        \
     "JOIN devices d ON d.id = u.device_id "
 /* Device row and update rows together (see reissue). */
 #define REISSUE_LOCK " FOR UPDATE OF d, u SKIP LOCKED"
@@ -694,7 +704,8 @@ int pd_republish(struct pd *pd, time_t issued_before, long long after[3])
         "SELECT dp.firmware_id, u.device_id, u.deployment_id, dp.name, u.broker_id, u.sequence, "
         "extract(epoch FROM u.issued_at)::bigint, extract(epoch FROM u.expires_at)::bigint, "
         "d.identifier, (SELECT p.broker_id FROM live_device_presence p "
-        "WHERE p.identifier = d.identifier) FROM device_updates u JOIN deployments dp ON dp.id = u.deployment_id "
+        "WHERE p.identifier = d.identifier) FROM device_updates u JOIN deployments dp ON dp.id = "
+        "u.deployment_id "
         "JOIN devices d ON d.id = u.device_id "
         "WHERE u.state IN " PD_INFLIGHT " AND u.issued_at < to_timestamp($1::bigint) "
         "AND (dp.firmware_id, u.device_id, u.deployment_id) > ($2::bigint, $3::bigint, $4::bigint) "
@@ -776,15 +787,16 @@ int pd_follow_moves(struct pd *pd)
      * not be published, and the unreachable broker is reported instead.
      * Not while installing: the device needs no manifest to finish, and
      * it reconnects (anywhere) after its reboot to report. */
-    int n = reissue(pd,
-                    REISSUE_COLUMNS "JOIN live_device_presence p ON p.identifier = d.identifier "
-                                    "WHERE u.state IN " PD_INFLIGHT " "
-                                    "AND u.state <> 'installing' "
-                                    "AND u.broker_id IS DISTINCT FROM p.broker_id "
-                                    "AND p.broker_id IN (SELECT jsonb_array_elements_text($1::jsonb)) "
-                                    "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
-                                    "LIMIT " PD_STR(PD_RENEW_BATCH) REISSUE_LOCK,
-                    1, v, "re-issuing manifests of devices that moved");
+    int n =
+        reissue(pd,
+                REISSUE_COLUMNS "JOIN live_device_presence p ON p.identifier = d.identifier "
+                                "WHERE u.state IN " PD_INFLIGHT " "
+                                "AND u.state <> 'installing' "
+                                "AND u.broker_id IS DISTINCT FROM p.broker_id "
+                                "AND p.broker_id IN (SELECT jsonb_array_elements_text($1::jsonb)) "
+                                "ORDER BY dp.firmware_id, u.deployment_id, u.device_id "
+                                "LIMIT " PD_STR(PD_RENEW_BATCH) REISSUE_LOCK,
+                1, v, "re-issuing manifests of devices that moved");
     free(brokers);
     return n;
 }
@@ -842,8 +854,8 @@ void pd_clear_manifest(struct pd *pd, const char *identifier, const char *broker
     const char *v[] = {identifier, broker_id};
     PGresult *r = NULL;
     if (pn_db_begin(pd->db, &err) < 0 ||
-        pn_db_cmd(pd->db, &err, "SELECT 1 FROM devices WHERE identifier = $1 FOR UPDATE", 1,
-                  v) < 0 ||
+        pn_db_cmd(pd->db, &err, "SELECT 1 FROM devices WHERE identifier = $1 FOR UPDATE", 1, v) <
+            0 ||
         /* A statement of its own: its snapshot is taken after the lock. */
         !(r = pn_db_q(pd->db, &err,
                       "SELECT count(*) FROM device_updates u JOIN devices d ON d.id = u.device_id "
@@ -854,8 +866,8 @@ void pd_clear_manifest(struct pd *pd, const char *identifier, const char *broker
          * renewal. */
         pn_db_rollback(pd->db);
         pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
-        pd_log(PD_ERR "clearing the manifest of %s on broker %s: %s; cleared unchecked",
-               identifier, b->id, err.msg);
+        pd_log(PD_ERR "clearing the manifest of %s on broker %s: %s; cleared unchecked", identifier,
+               b->id, err.msg);
         pd_publish(b, topic, NULL, 0, true);
         return;
     }

@@ -24,8 +24,7 @@ struct txn {
     char sqlstate[6];
 };
 
-static PGresult *tq(struct txn *t, struct pn_err *err, const char *sql, int n,
-                    const char *const *v)
+static PGresult *tq(struct txn *t, struct pn_err *err, const char *sql, int n, const char *const *v)
 {
     return pn_db_exec(t->db, err, sql, n, v, NULL, NULL, t->sqlstate);
 }
@@ -60,18 +59,18 @@ static int record_status(struct pd *pd, struct txn *t, const char *identifier,
         goto dberr;
     /* A report's firmware object replaces all four fields together (an
      * absent one becomes unknown), so they never describe two firmwares. */
-    const char *dv[] = {identifier, uuid, st->version, st->platform, st->architecture,
-                        fw ? "t" : "f"};
+    const char *dv[] = {identifier,       uuid,          st->version, st->platform,
+                        st->architecture, fw ? "t" : "f"};
     PGresult *r = tq(t, err,
-                          "UPDATE devices SET last_seen = now(), "
-                          "firmware_uuid = CASE WHEN $6::bool THEN $2 ELSE firmware_uuid END, "
-                          "firmware_version = CASE WHEN $6::bool THEN $3 ELSE firmware_version END, "
-                          "firmware_platform = CASE WHEN $6::bool THEN $4 "
-                          "ELSE firmware_platform END, "
-                          "firmware_architecture = CASE WHEN $6::bool THEN $5 "
-                          "ELSE firmware_architecture END "
-                          "WHERE identifier = $1 AND status = 'active' RETURNING id",
-                          6, dv);
+                     "UPDATE devices SET last_seen = now(), "
+                     "firmware_uuid = CASE WHEN $6::bool THEN $2 ELSE firmware_uuid END, "
+                     "firmware_version = CASE WHEN $6::bool THEN $3 ELSE firmware_version END, "
+                     "firmware_platform = CASE WHEN $6::bool THEN $4 "
+                     "ELSE firmware_platform END, "
+                     "firmware_architecture = CASE WHEN $6::bool THEN $5 "
+                     "ELSE firmware_architecture END "
+                     "WHERE identifier = $1 AND status = 'active' RETURNING id",
+                     6, dv);
     if (!r)
         goto dberr;
     if (PQntuples(r) != 1) {
@@ -85,12 +84,12 @@ static int record_status(struct pd *pd, struct txn *t, const char *identifier,
 
     const char *uv[] = {device_id};
     r = tq(t, err,
-                "SELECT u.deployment_id, u.attempts, f.uuid, dp.name, u.broker_id "
-                "FROM device_updates u "
-                "JOIN deployments dp ON dp.id = u.deployment_id "
-                "JOIN firmware f ON f.id = dp.firmware_id "
-                "WHERE u.device_id = $1 AND u.state IN " PD_INFLIGHT " FOR UPDATE OF u",
-                1, uv);
+           "SELECT u.deployment_id, u.attempts, f.uuid, dp.name, u.broker_id "
+           "FROM device_updates u "
+           "JOIN deployments dp ON dp.id = u.deployment_id "
+           "JOIN firmware f ON f.id = dp.firmware_id "
+           "WHERE u.device_id = $1 AND u.state IN " PD_INFLIGHT " FOR UPDATE OF u",
+           1, uv);
     if (!r)
         goto dberr;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -102,9 +101,9 @@ static int record_status(struct pd *pd, struct txn *t, const char *identifier,
         if (uuid && strcmp(uuid, PQgetvalue(r, i, 2)) == 0) {
             const char *v[] = {device_id, dep};
             if (tcmd(t, err,
-                          "UPDATE device_updates SET state = 'complete', reason = '', "
-                          "updated_at = now() WHERE device_id = $1 AND deployment_id = $2",
-                          2, v) < 0)
+                     "UPDATE device_updates SET state = 'complete', reason = '', "
+                     "updated_at = now() WHERE device_id = $1 AND deployment_id = $2",
+                     2, v) < 0)
                 goto dberr_r;
             done->clear = true;
             done->completed++;
@@ -121,18 +120,18 @@ static int record_status(struct pd *pd, struct txn *t, const char *identifier,
             /* Held back: penalty.  Otherwise expires_at = now() makes the
              * next renewal re-issue the manifest with a fresh sequence. */
             if (tcmd(t, err,
-                          held ? "UPDATE device_updates SET state = 'penalty', attempts = $3, "
-                                 "reason = $4, penalty_until = now() + make_interval(secs => $5::int), "
-                                 "held_back = true, updated_at = now() "
-                                 "WHERE device_id = $1 AND deployment_id = $2"
-                               : "UPDATE device_updates SET state = 'released', attempts = $3, "
-                                 "reason = $4, expires_at = now(), updated_at = now() "
-                                 "WHERE device_id = $1 AND deployment_id = $2",
-                          held ? 5 : 4, v) < 0)
+                     held ? "UPDATE device_updates SET state = 'penalty', attempts = $3, "
+                            "reason = $4, penalty_until = now() + make_interval(secs => $5::int), "
+                            "held_back = true, updated_at = now() "
+                            "WHERE device_id = $1 AND deployment_id = $2"
+                          : "UPDATE device_updates SET state = 'released', attempts = $3, "
+                            "reason = $4, expires_at = now(), updated_at = now() "
+                            "WHERE device_id = $1 AND deployment_id = $2",
+                     held ? 5 : 4, v) < 0)
                 goto dberr_r;
             if (!held) {
-                pd_log("%s failed attempt %d of deployment %s: %s; it will be retried",
-                       identifier, attempts, name, why);
+                pd_log("%s failed attempt %d of deployment %s: %s; it will be retried", identifier,
+                       attempts, name, why);
                 continue;
             }
             done->clear = true;
@@ -140,10 +139,10 @@ static int record_status(struct pd *pd, struct txn *t, const char *identifier,
                    attempts, why, pd->cfg.penalty);
             const char *fv[] = {dep};
             PGresult *f = tq(t, err,
-                                  "UPDATE deployments SET failures = (SELECT count(*) FROM "
-                                  "device_updates WHERE deployment_id = $1 AND held_back), "
-                                  "updated_at = now() WHERE id = $1 RETURNING failures, max_failures",
-                                  1, fv);
+                             "UPDATE deployments SET failures = (SELECT count(*) FROM "
+                             "device_updates WHERE deployment_id = $1 AND held_back), "
+                             "updated_at = now() WHERE id = $1 RETURNING failures, max_failures",
+                             1, fv);
             if (!f)
                 goto dberr_r;
             int failures = atoi(PQgetvalue(f, 0, 0)), maxf = atoi(PQgetvalue(f, 0, 1));
@@ -154,9 +153,9 @@ static int record_status(struct pd *pd, struct txn *t, const char *identifier,
                          "paused itself: %d devices failed (max-failures %d)", failures, maxf);
                 const char *pv[] = {dep, reason_text};
                 if (tcmd(t, err,
-                              "UPDATE deployments SET state = 'paused', state_reason = $2, "
-                              "updated_at = now() WHERE id = $1 AND state = 'running'",
-                              2, pv) < 0)
+                         "UPDATE deployments SET state = 'paused', state_reason = $2, "
+                         "updated_at = now() WHERE id = $1 AND state = 'running'",
+                         2, pv) < 0)
                     goto dberr_r;
                 pn_db_audit(pd->db, NULL, "deployment.paused", name, NULL);
                 pd_log(PD_WARNING "deployment %s %s", name, reason_text);
@@ -164,9 +163,9 @@ static int record_status(struct pd *pd, struct txn *t, const char *identifier,
         } else if (state && strcmp(state, "idle") != 0 && strcmp(state, "complete") != 0) {
             const char *v[] = {device_id, dep, state, why};
             if (tcmd(t, err,
-                          "UPDATE device_updates SET state = $3, reason = $4, updated_at = now() "
-                          "WHERE device_id = $1 AND deployment_id = $2",
-                          4, v) < 0)
+                     "UPDATE device_updates SET state = $3, reason = $4, updated_at = now() "
+                     "WHERE device_id = $1 AND deployment_id = $2",
+                     4, v) < 0)
                 goto dberr_r;
         }
     }
@@ -208,8 +207,7 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
     if (rc == 1) {
         if (!final)
             return 1;
-        pd_log_ignored(pd, identifier, "ignored status from %s: no such active device",
-                       identifier);
+        pd_log_ignored(pd, identifier, "ignored status from %s: no such active device", identifier);
         return 0;
     }
     if (rc < 0) {

@@ -68,16 +68,16 @@ struct device {
     bool updating;
     struct pn_manifest m;
     unsigned char uuid_bin[16]; /* m.firmware.uuid, as chunk headers carry it */
-    uint64_t have;     /* bytes downloaded */
-    int last_pct;      /* progress last reported */
-    time_t last_request; /* when the chunk being waited for was asked for */
+    uint64_t have;              /* bytes downloaded */
+    int last_pct;               /* progress last reported */
+    time_t last_request;        /* when the chunk being waited for was asked for */
     time_t last_report;
     time_t last_status; /* any status sent */
     int status_every;   /* s between status reports while idle; 0: only on changes */
     int chunk;
     int fail_installs; /* test hook: fail this many installs */
     struct mosquitto *mq;
-    bool reboot;       /* installed: reconnect reporting the new firmware */
+    bool reboot; /* installed: reconnect reporting the new firmware */
 };
 
 static volatile sig_atomic_t stop;
@@ -115,8 +115,8 @@ static void load_state(struct device *d)
     if (!s)
         return;
     d->last_sequence = json_integer_value(json_object_get(s, "last_sequence"));
-#define STR(field, key)                                                                           \
-    if (json_string_value(json_object_get(s, key)))                                               \
+#define STR(field, key)                                                                            \
+    if (json_string_value(json_object_get(s, key)))                                                \
         snprintf(d->field, sizeof(d->field), "%s", json_string_value(json_object_get(s, key)));
     STR(accepted, "manifest_sha256")
     STR(uuid, "uuid")
@@ -167,8 +167,8 @@ static void abandon_update(struct device *d, const char *why)
     part_path(d, d->m.firmware.uuid, part, sizeof(part));
     unlink(part);
     end_update(d);
-    printf("abandoned the download of %s %s: %s\n", d->m.firmware.product,
-           d->m.firmware.version, why);
+    printf("abandoned the download of %s %s: %s\n", d->m.firmware.product, d->m.firmware.version,
+           why);
 }
 
 static int percent(uint64_t have, int64_t size)
@@ -262,8 +262,8 @@ static void on_manifest(struct device *d, const void *payload, int len)
     pn_manifest_free(&d->m);
     d->m = m;
     size_t ub = 0;
-    if (sodium_hex2bin(d->uuid_bin, sizeof(d->uuid_bin), m.firmware.uuid,
-                       strlen(m.firmware.uuid), "-", &ub, NULL) != 0 ||
+    if (sodium_hex2bin(d->uuid_bin, sizeof(d->uuid_bin), m.firmware.uuid, strlen(m.firmware.uuid),
+                       "-", &ub, NULL) != 0 ||
         ub != sizeof(d->uuid_bin))
         memset(d->uuid_bin, 0, sizeof(d->uuid_bin)); /* matches no chunk */
     /* The one being carried out, again (piniond published it again after
@@ -478,48 +478,89 @@ int main(int argc, char **argv)
     d.chunk = 65536;
     d.status_every = 300;
     struct pn_err err;
-    static struct option lo[] = {
-        {"host", 1, 0, 'h'},         {"port", 1, 0, 'p'},       {"cafile", 1, 0, 'a'},
-        {"cert", 1, 0, 'c'},         {"key", 1, 0, 'k'},        {"id", 1, 0, 'i'},
-        {"release-key", 1, 0, 'r'},  {"fw-key", 1, 0, 'f'},     {"state", 1, 0, 's'},
-        {"product", 1, 0, 'P'},      {"version", 1, 0, 'V'},    {"platform", 1, 0, 'X'},
-        {"architecture", 1, 0, 'Y'}, {"topic-root", 1, 0, 't'}, {"chunk", 1, 0, 'n'},
-        {"fail-installs", 1, 0, 'F'}, {"run-for", 1, 0, 'R'},   {"help", 0, 0, 'H'},
-        {"status-every", 1, 0, 'S'},
-        {0, 0, 0, 0}};
+    static struct option lo[] = {{"host", 1, 0, 'h'},         {"port", 1, 0, 'p'},
+                                 {"cafile", 1, 0, 'a'},       {"cert", 1, 0, 'c'},
+                                 {"key", 1, 0, 'k'},          {"id", 1, 0, 'i'},
+                                 {"release-key", 1, 0, 'r'},  {"fw-key", 1, 0, 'f'},
+                                 {"state", 1, 0, 's'},        {"product", 1, 0, 'P'},
+                                 {"version", 1, 0, 'V'},      {"platform", 1, 0, 'X'},
+                                 {"architecture", 1, 0, 'Y'}, {"topic-root", 1, 0, 't'},
+                                 {"chunk", 1, 0, 'n'},        {"fail-installs", 1, 0, 'F'},
+                                 {"run-for", 1, 0, 'R'},      {"help", 0, 0, 'H'},
+                                 {"status-every", 1, 0, 'S'}, {0, 0, 0, 0}};
     if (sodium_init() < 0)
         return 1;
     const char *pv[4] = {0};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
-        case 'h': host = optarg; break;
-        case 'p': port = atoi(optarg); break;
-        case 'a': cafile = optarg; break;
-        case 'c': cert = optarg; break;
-        case 'k': key = optarg; break;
-        case 'i': d.id = optarg; break;
-        case 'r': rk = optarg; break;
+        case 'h':
+            host = optarg;
+            break;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'a':
+            cafile = optarg;
+            break;
+        case 'c':
+            cert = optarg;
+            break;
+        case 'k':
+            key = optarg;
+            break;
+        case 'i':
+            d.id = optarg;
+            break;
+        case 'r':
+            rk = optarg;
+            break;
         case 'f':
-            if (d.nkeys == MAX_FW_KEYS || pn_fwkey_load_pub(optarg, d.fw_keys[d.nkeys].pk, &err) < 0) {
-                fprintf(stderr, "pinion-device: %s\n", d.nkeys == MAX_FW_KEYS ? "too many keys" : err.msg);
+            if (d.nkeys == MAX_FW_KEYS ||
+                pn_fwkey_load_pub(optarg, d.fw_keys[d.nkeys].pk, &err) < 0) {
+                fprintf(stderr, "pinion-device: %s\n",
+                        d.nkeys == MAX_FW_KEYS ? "too many keys" : err.msg);
                 return 2;
             }
             pn_fwkey_id(d.fw_keys[d.nkeys].pk, d.fw_keys[d.nkeys].id);
             d.nkeys++;
             break;
-        case 's': d.state_dir = optarg; break;
-        case 'P': pv[0] = optarg; break;
-        case 'V': pv[1] = optarg; break;
-        case 'X': pv[2] = optarg; break;
-        case 'Y': pv[3] = optarg; break;
-        case 't': d.root = optarg; break;
-        case 'n': d.chunk = atoi(optarg); break;
-        case 'F': d.fail_installs = atoi(optarg); break;
-        case 'R': run_for = atof(optarg); break;
-        case 'S': d.status_every = atoi(optarg); break;
-        case 'H': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 's':
+            d.state_dir = optarg;
+            break;
+        case 'P':
+            pv[0] = optarg;
+            break;
+        case 'V':
+            pv[1] = optarg;
+            break;
+        case 'X':
+            pv[2] = optarg;
+            break;
+        case 'Y':
+            pv[3] = optarg;
+            break;
+        case 't':
+            d.root = optarg;
+            break;
+        case 'n':
+            d.chunk = atoi(optarg);
+            break;
+        case 'F':
+            d.fail_installs = atoi(optarg);
+            break;
+        case 'R':
+            run_for = atof(optarg);
+            break;
+        case 'S':
+            d.status_every = atoi(optarg);
+            break;
+        case 'H':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!cafile || !cert || !key || !d.id || !rk || !d.nkeys || !d.state_dir) {
@@ -559,8 +600,7 @@ int main(int argc, char **argv)
             while (!stop && !d.reboot) {
                 if (mosquitto_loop(d.mq, 100, 1) != MOSQ_ERR_SUCCESS)
                     break;
-                if (d.updating && d.last_request &&
-                    time(NULL) - d.last_request >= CHUNK_RETRY_S)
+                if (d.updating && d.last_request && time(NULL) - d.last_request >= CHUNK_RETRY_S)
                     request_chunk(&d);
                 /* Idle reports again now and then: the first one may have
                  * been sent while piniond was not connected to this broker. */

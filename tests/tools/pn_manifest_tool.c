@@ -92,21 +92,49 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    enum { O_KEY = 1, O_DEVICE, O_SEQ, O_DEP, O_ISSUED, O_EXPIRES, O_FW, O_FWKEY, O_UUID,
-           O_PRODUCT, O_VERSION, O_PLATFORM, O_ARCH, O_SIZE, O_SHA, O_KEYID, O_META, O_SIG,
-           O_FLIP, O_URL };
-    static struct option lo[] = {
-        {"key", 1, 0, O_KEY},          {"device", 1, 0, O_DEVICE},
-        {"sequence", 1, 0, O_SEQ},     {"deployment", 1, 0, O_DEP},
-        {"issued-at", 1, 0, O_ISSUED}, {"expires-at", 1, 0, O_EXPIRES},
-        {"fw", 1, 0, O_FW},            {"fw-key", 1, 0, O_FWKEY},
-        {"uuid", 1, 0, O_UUID},        {"product", 1, 0, O_PRODUCT},
-        {"version", 1, 0, O_VERSION},  {"platform", 1, 0, O_PLATFORM},
-        {"architecture", 1, 0, O_ARCH}, {"size", 1, 0, O_SIZE},
-        {"sha256", 1, 0, O_SHA},       {"key-id", 1, 0, O_KEYID},
-        {"meta-conf", 1, 0, O_META},   {"meta-conf-sig", 1, 0, O_SIG},
-        {"flip-meta-conf-sig", 0, 0, O_FLIP}, {"url", 1, 0, O_URL},
-        {0, 0, 0, 0}};
+    enum {
+        O_KEY = 1,
+        O_DEVICE,
+        O_SEQ,
+        O_DEP,
+        O_ISSUED,
+        O_EXPIRES,
+        O_FW,
+        O_FWKEY,
+        O_UUID,
+        O_PRODUCT,
+        O_VERSION,
+        O_PLATFORM,
+        O_ARCH,
+        O_SIZE,
+        O_SHA,
+        O_KEYID,
+        O_META,
+        O_SIG,
+        O_FLIP,
+        O_URL
+    };
+    static struct option lo[] = {{"key", 1, 0, O_KEY},
+                                 {"device", 1, 0, O_DEVICE},
+                                 {"sequence", 1, 0, O_SEQ},
+                                 {"deployment", 1, 0, O_DEP},
+                                 {"issued-at", 1, 0, O_ISSUED},
+                                 {"expires-at", 1, 0, O_EXPIRES},
+                                 {"fw", 1, 0, O_FW},
+                                 {"fw-key", 1, 0, O_FWKEY},
+                                 {"uuid", 1, 0, O_UUID},
+                                 {"product", 1, 0, O_PRODUCT},
+                                 {"version", 1, 0, O_VERSION},
+                                 {"platform", 1, 0, O_PLATFORM},
+                                 {"architecture", 1, 0, O_ARCH},
+                                 {"size", 1, 0, O_SIZE},
+                                 {"sha256", 1, 0, O_SHA},
+                                 {"key-id", 1, 0, O_KEYID},
+                                 {"meta-conf", 1, 0, O_META},
+                                 {"meta-conf-sig", 1, 0, O_SIG},
+                                 {"flip-meta-conf-sig", 0, 0, O_FLIP},
+                                 {"url", 1, 0, O_URL},
+                                 {0, 0, 0, 0}};
     /* Every option is remembered and applied after --fw, in that order. */
     const char *val[O_URL + 1] = {0};
     int c;
@@ -168,7 +196,11 @@ int main(int argc, char **argv)
         pn_fw_info_free(&info);
     }
 
-    struct { int opt; char *dst; size_t n; } strs[] = {
+    struct {
+        int opt;
+        char *dst;
+        size_t n;
+    } strs[] = {
         {O_UUID, m.firmware.uuid, sizeof(m.firmware.uuid)},
         {O_PRODUCT, m.firmware.product, sizeof(m.firmware.product)},
         {O_VERSION, m.firmware.version, sizeof(m.firmware.version)},
@@ -178,8 +210,8 @@ int main(int argc, char **argv)
         {O_KEYID, m.firmware.key_id, sizeof(m.firmware.key_id)},
     };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
-        if (val[strs[i].opt] && set_str(strs[i].dst, strs[i].n, val[strs[i].opt],
-                                        lo[strs[i].opt - 1].name))
+        if (val[strs[i].opt] &&
+            set_str(strs[i].dst, strs[i].n, val[strs[i].opt], lo[strs[i].opt - 1].name))
             return 1;
     if (val[O_SIZE])
         m.firmware.size = strtoll(val[O_SIZE], NULL, 10);
@@ -191,8 +223,9 @@ int main(int argc, char **argv)
     }
     if (val[O_SIG]) {
         size_t n = 0;
-        if (sodium_hex2bin(m.firmware.meta_conf_sig, 64, val[O_SIG], strlen(val[O_SIG]), NULL,
-                           &n, NULL) != 0 || n != 64)
+        if (sodium_hex2bin(m.firmware.meta_conf_sig, 64, val[O_SIG], strlen(val[O_SIG]), NULL, &n,
+                           NULL) != 0 ||
+            n != 64)
             return die("%s", "--meta-conf-sig must be 128 hex digits");
     }
     if (val[O_FLIP])

@@ -132,20 +132,32 @@ int main(int argc, char **argv)
     const char *host = "127.0.0.1", *cafile = NULL, *cert = NULL, *key = NULL, *id = NULL;
     int port = 0, v5 = 0, clean = 1;
     double stay = 0;
-    static struct option lo[] = {
-        {"host", 1, 0, 'h'},   {"port", 1, 0, 'p'},   {"cafile", 1, 0, 'a'}, {"cert", 1, 0, 'c'},
-        {"key", 1, 0, 'k'},    {"id", 1, 0, 'i'},     {"sub", 1, 0, 's'},    {"pub", 1, 0, 'P'},
-        {"qos", 1, 0, 'q'},    {"retain", 0, 0, 'r'}, {"stay", 1, 0, 'w'},   {"expect", 1, 0, 'e'},
-        {"v5", 0, 0, '5'},     {"clean", 1, 0, 'C'},  {0, 0, 0, 0}};
+    static struct option lo[] = {{"host", 1, 0, 'h'},   {"port", 1, 0, 'p'},  {"cafile", 1, 0, 'a'},
+                                 {"cert", 1, 0, 'c'},   {"key", 1, 0, 'k'},   {"id", 1, 0, 'i'},
+                                 {"sub", 1, 0, 's'},    {"pub", 1, 0, 'P'},   {"qos", 1, 0, 'q'},
+                                 {"retain", 0, 0, 'r'}, {"stay", 1, 0, 'w'},  {"expect", 1, 0, 'e'},
+                                 {"v5", 0, 0, '5'},     {"clean", 1, 0, 'C'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
-        case 'h': host = optarg; break;
-        case 'p': port = atoi(optarg); break;
-        case 'a': cafile = optarg; break;
-        case 'c': cert = optarg; break;
-        case 'k': key = optarg; break;
-        case 'i': id = optarg; break;
+        case 'h':
+            host = optarg;
+            break;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'a':
+            cafile = optarg;
+            break;
+        case 'c':
+            cert = optarg;
+            break;
+        case 'k':
+            key = optarg;
+            break;
+        case 'i':
+            id = optarg;
+            break;
         case 's':
             if (p.nsubs < MAX_ITEMS)
                 p.subs[p.nsubs++] = optarg;
@@ -159,13 +171,26 @@ int main(int argc, char **argv)
             p.pub_payload[p.npubs++] = eq + 1;
             break;
         }
-        case 'q': p.qos = atoi(optarg); break;
-        case 'r': p.retain = true; break;
-        case 'w': stay = atof(optarg); break;
-        case 'e': p.expect = atoi(optarg); break;
-        case '5': v5 = 1; break;
-        case 'C': clean = atoi(optarg); break;
-        default: usage();
+        case 'q':
+            p.qos = atoi(optarg);
+            break;
+        case 'r':
+            p.retain = true;
+            break;
+        case 'w':
+            stay = atof(optarg);
+            break;
+        case 'e':
+            p.expect = atoi(optarg);
+            break;
+        case '5':
+            v5 = 1;
+            break;
+        case 'C':
+            clean = atoi(optarg);
+            break;
+        default:
+            usage();
         }
     }
     if (!port || !cafile)

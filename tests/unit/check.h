@@ -9,25 +9,25 @@
 
 static int check_failures, check_count;
 
-#define CHECK(expr)                                                                   \
-    do {                                                                              \
-        check_count++;                                                                \
-        if (!(expr)) {                                                                \
-            check_failures++;                                                         \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr);  \
-        }                                                                             \
+#define CHECK(expr)                                                                                \
+    do {                                                                                           \
+        check_count++;                                                                             \
+        if (!(expr)) {                                                                             \
+            check_failures++;                                                                      \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #expr);               \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_STREQ(a, b)                                                             \
-    do {                                                                              \
-        const char *check_a_ = (a), *check_b_ = (b);                                  \
-        check_count++;                                                                \
-        if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_) != 0) {              \
-            check_failures++;                                                         \
-            fprintf(stderr, "%s:%d: CHECK_STREQ failed: %s == \"%s\", expected \"%s\"\n", \
-                    __FILE__, __LINE__, #a, check_a_ ? check_a_ : "(null)",          \
-                    check_b_ ? check_b_ : "(null)");                                  \
-        }                                                                             \
+#define CHECK_STREQ(a, b)                                                                          \
+    do {                                                                                           \
+        const char *check_a_ = (a), *check_b_ = (b);                                               \
+        check_count++;                                                                             \
+        if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_) != 0) {                           \
+            check_failures++;                                                                      \
+            fprintf(stderr, "%s:%d: CHECK_STREQ failed: %s == \"%s\", expected \"%s\"\n",          \
+                    __FILE__, __LINE__, #a, check_a_ ? check_a_ : "(null)",                        \
+                    check_b_ ? check_b_ : "(null)");                                               \
+        }                                                                                          \
     } while (0)
 
 /* Joins a/b[/c] into one of 16 rotating buffers, so a few results can be

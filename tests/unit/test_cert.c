@@ -365,8 +365,8 @@ static void test_make_and_check(void)
     CHECK(!pn_cert_issued_by(dev384, ca));
 
     /* Verification certificate: the code as CN and as SAN URI. */
-    X509 *v = make(PN_CERT_VERIFICATION, "0123abcd", "URI:urn:pinion:verify:0123abcd", devkey,
-                   ca, cakey);
+    X509 *v =
+        make(PN_CERT_VERIFICATION, "0123abcd", "URI:urn:pinion:verify:0123abcd", devkey, ca, cakey);
     CHECK(pn_cert_cn(v, cn, sizeof(cn), &err) == 0);
     CHECK_STREQ(cn, "0123abcd");
     GENERAL_NAMES *names = X509_get_ext_d2i(v, NID_subject_alt_name, NULL, NULL);
@@ -540,9 +540,8 @@ static void test_issued_by(void)
 
     /* Without an authorityKeyIdentifier, names alone match both CAs: only
      * the signature can tell them apart. */
-    static const struct ext no_aki[] = {{NID_basic_constraints, "critical,CA:FALSE"},
-                                        {NID_ext_key_usage, "clientAuth"},
-                                        {0, NULL}};
+    static const struct ext no_aki[] = {
+        {NID_basic_constraints, "critical,CA:FALSE"}, {NID_ext_key_usage, "clientAuth"}, {0, NULL}};
     X509 *bare = custom("dev-2", dk, real, k1, EVP_sha256(), no_aki);
     CHECK(X509_get0_authority_key_id(bare) == NULL);
     CHECK(pn_cert_issued_by(bare, real));
@@ -602,17 +601,15 @@ static void test_policy_refusals(void)
     CHECK(pn_cert_check_device(x, &err) == 0);
     X509_free(x);
 
-    static const struct ext catrue[] = {{NID_basic_constraints, "critical,CA:TRUE"},
-                                        {NID_ext_key_usage, "clientAuth"},
-                                        {0, NULL}};
+    static const struct ext catrue[] = {
+        {NID_basic_constraints, "critical,CA:TRUE"}, {NID_ext_key_usage, "clientAuth"}, {0, NULL}};
     x = custom("ca-true", dk, ca, cak, EVP_sha256(), catrue);
     CHECK(pn_cert_check_device(x, &err) < 0);
     CHECK(err_has(&err, "CA:TRUE", NULL));
     X509_free(x);
 
-    static const struct ext server_only[] = {{NID_basic_constraints, "critical,CA:FALSE"},
-                                             {NID_ext_key_usage, "serverAuth"},
-                                             {0, NULL}};
+    static const struct ext server_only[] = {
+        {NID_basic_constraints, "critical,CA:FALSE"}, {NID_ext_key_usage, "serverAuth"}, {0, NULL}};
     x = custom("server-only", dk, ca, cak, EVP_sha256(), server_only);
     CHECK(pn_cert_check_device(x, &err) < 0);
     CHECK(err_has(&err, "extendedKeyUsage", "clientAuth"));
@@ -649,8 +646,7 @@ static void test_policy_refusals(void)
 
     /* CA candidates: without SKI, without keyCertSign, RSA-1024, not CA,
      * an intermediate signed with SHA-1. */
-    static const struct ext ca_no_ski[] = {{NID_basic_constraints, "critical,CA:TRUE"},
-                                           {0, NULL}};
+    static const struct ext ca_no_ski[] = {{NID_basic_constraints, "critical,CA:TRUE"}, {0, NULL}};
     x = custom("ca-no-ski", cak, NULL, NULL, EVP_sha256(), ca_no_ski);
     CHECK(pn_cert_check_ca(x, now, &err) < 0);
     CHECK(err_has(&err, "subjectKeyIdentifier", NULL));

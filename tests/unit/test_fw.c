@@ -70,8 +70,8 @@ static double now(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-static int verify(const char *path, const struct pn_fw_key *keys, size_t n,
-                  struct pn_fw_info *info, struct pn_err *err)
+static int verify(const char *path, const struct pn_fw_key *keys, size_t n, struct pn_fw_info *info,
+                  struct pn_err *err)
 {
     memset(err, 0, sizeof(*err));
     return pn_fw_verify_path(path, keys, n, info, err);
@@ -405,8 +405,11 @@ static unsigned char *sign(const char *conf)
     return sig[slot];
 }
 
-#define SIGNED(conf)                                                                           \
-    {"meta.conf.ed25519", sign(conf), 64, 1, 0}, { "meta.conf", conf, strlen(conf), 0, 0 }
+#define SIGNED(conf)                                                                               \
+    {"meta.conf.ed25519", sign(conf), 64, 1, 0},                                                   \
+    {                                                                                              \
+        "meta.conf", conf, strlen(conf), 0, 0                                                      \
+    }
 
 static void test_hostile(void)
 {
@@ -458,8 +461,9 @@ static void test_hostile(void)
 
     /* Path tricks.  (libarchive, like fwup reading through it, turns
      * backslashes into slashes; either way these are refused.) */
-    const char *unsafe[] = {"data/../../x", "/etc/passwd", "data\\..\\..\\x", "..\\evil", "data/./image",
-                            "data//image", "data/ima\x01ge", "../meta.conf", "data/image/.."};
+    const char *unsafe[] = {"data/../../x",   "/etc/passwd",  "data\\..\\..\\x",
+                            "..\\evil",       "data/./image", "data//image",
+                            "data/ima\x01ge", "../meta.conf", "data/image/.."};
     for (size_t i = 0; i < sizeof(unsafe) / sizeof(unsafe[0]); i++) {
         struct ent e[] = {SIGNED(conf), {unsafe[i], payload, plen, 0, 0}};
         char name[32];
@@ -473,20 +477,20 @@ static void test_hostile(void)
     expect_refusal(tmp("udecl.fw"), &prod, 1, PN_FW_META_INVALID, "unsafe name");
 
     /* Duplicated, missing and undeclared resources. */
-    struct ent dup[] = {SIGNED(conf), {"data/image", payload, plen, 0, 0},
-                        {"data/image", payload, plen, 0, 0}};
+    struct ent dup[] = {
+        SIGNED(conf), {"data/image", payload, plen, 0, 0}, {"data/image", payload, plen, 0, 0}};
     build(tmp("dup.fw"), dup, 4);
     expect_refusal(tmp("dup.fw"), &prod, 1, PN_FW_DUPLICATE, "resource image appears twice");
     struct ent missing[] = {SIGNED(conf)};
     build(tmp("missing.fw"), missing, 2);
     expect_refusal(tmp("missing.fw"), &prod, 1, PN_FW_MISSING,
                    "resource image is missing from the archive");
-    struct ent extra[] = {SIGNED(conf), {"data/image", payload, plen, 0, 0},
-                          {"data/extra", payload, plen, 0, 0}};
+    struct ent extra[] = {
+        SIGNED(conf), {"data/image", payload, plen, 0, 0}, {"data/extra", payload, plen, 0, 0}};
     build(tmp("extra.fw"), extra, 4);
     expect_refusal(tmp("extra.fw"), &prod, 1, PN_FW_UNDECLARED, "data/extra");
-    struct ent outside[] = {SIGNED(conf), {"data/image", payload, plen, 0, 0},
-                            {"README", payload, plen, 0, 0}};
+    struct ent outside[] = {
+        SIGNED(conf), {"data/image", payload, plen, 0, 0}, {"README", payload, plen, 0, 0}};
     build(tmp("outside.fw"), outside, 4);
     expect_refusal(tmp("outside.fw"), &prod, 1, PN_FW_UNDECLARED, "unexpected entry 'README'");
 
@@ -499,8 +503,8 @@ static void test_hostile(void)
     struct ent data_first[] = {{"data/image", payload, plen, 0, 0}, SIGNED(conf)};
     build(tmp("data-first.fw"), data_first, 3);
     expect_refusal(tmp("data-first.fw"), &prod, 1, PN_FW_ORDER, "entry out of order");
-    struct ent two_meta[] = {SIGNED(conf), {"meta.conf", conf, strlen(conf), 0, 0},
-                             {"data/image", payload, plen, 0, 0}};
+    struct ent two_meta[] = {
+        SIGNED(conf), {"meta.conf", conf, strlen(conf), 0, 0}, {"data/image", payload, plen, 0, 0}};
     build(tmp("two-meta.fw"), two_meta, 4);
     expect_refusal(tmp("two-meta.fw"), &prod, 1, PN_FW_ORDER, "entry out of order");
 
@@ -556,7 +560,8 @@ static void test_hostile(void)
     sha256of(payload, plen, sh);
     snprintf(oldconf, sizeof(oldconf),
              "meta-product=sensor\nmeta-version=0.9.0\nfile-resource \"image\" {\n"
-             "length=%zu\nsha256=%s\n}\n", plen, sh);
+             "length=%zu\nsha256=%s\n}\n",
+             plen, sh);
     struct ent old[] = {SIGNED(oldconf), {"data/image", payload, plen, 0, 0}};
     build(tmp("old.fw"), old, 3);
     expect_ok(tmp("old.fw"), &prod, 1, &info);
@@ -568,14 +573,17 @@ static void test_hostile(void)
     hexof(payload, plen, bh);
     snprintf(sparse, sizeof(sparse),
              "meta-product=sensor\nmeta-version=1.0.0\nfile-resource \"image\" {\n"
-             "length={5,4096,7,8192}\nblake2b-256=%s\n}\n", bh);
+             "length={5,4096,7,8192}\nblake2b-256=%s\n}\n",
+             bh);
     struct ent sp[] = {SIGNED(sparse), {"data/image", payload, plen, 0, 0}};
     build(tmp("sparse.fw"), sp, 3);
     expect_ok(tmp("sparse.fw"), &prod, 1, &info);
     pn_fw_info_free(&info);
     char nohash[512];
-    snprintf(nohash, sizeof(nohash), "meta-product=sensor\nfile-resource \"image\" {\n"
-                                     "length=%zu\n}\n", plen);
+    snprintf(nohash, sizeof(nohash),
+             "meta-product=sensor\nfile-resource \"image\" {\n"
+             "length=%zu\n}\n",
+             plen);
     struct ent nh[] = {SIGNED(nohash), {"data/image", payload, plen, 0, 0}};
     build(tmp("nohash.fw"), nh, 3);
     expect_refusal(tmp("nohash.fw"), &prod, 1, PN_FW_META_INVALID, "no blake2b-256");
@@ -604,8 +612,8 @@ static void test_truncated(void)
         if (memcmp(all + i, "PK\001\002", 4) == 0)
             cd = i;
     CHECK(cd > 0);
-    size_t cuts[] = {1, 3, 30, 64, 100, 147, 200, 600, 2000, cd - 16, cd, cd + 10,
-                     len - 22, len - 10, len - 1};
+    size_t cuts[] = {1,    3,       30, 64,      100,      147,      200,    600,
+                     2000, cd - 16, cd, cd + 10, len - 22, len - 10, len - 1};
     for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
         struct pn_fw_info info;
         struct pn_err err;
@@ -651,9 +659,8 @@ static void test_truncated(void)
     expect_refusal(tmp("notzip.fw"), &prod, 1, PN_FW_NOT_ZIP, "not a zip archive");
     put(tmp("empty.fw"), "", 0);
     expect_refusal(tmp("empty.fw"), &prod, 1, PN_FW_NOT_ZIP, "not a zip archive");
-    static const unsigned char gz[] = {0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00,
-                                       0x00, 0x03, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00,
-                                       0x00, 0x00, 0x00, 0x00};
+    static const unsigned char gz[] = {0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03,
+                                       0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
     put(tmp("gz.fw"), gz, sizeof(gz));
     expect_refusal(tmp("gz.fw"), &prod, 1, PN_FW_NOT_ZIP, "not a zip archive");
     /* A zip with nothing in it. */
@@ -752,8 +759,8 @@ static void test_pack(void)
     randombytes_buf(img, ilen);
     put(tmp("image.bin"), img, ilen);
 
-    struct pn_fw_pack_meta m = {"sensor", "2.1.0-rc.1+build.7", "rpi4", "aarch64",
-                                "Ada \"the\" Lovelace", "a \\ b $HOME ${HOME} 100%",
+    struct pn_fw_pack_meta m = {"sensor",   "2.1.0-rc.1+build.7",   "rpi4",
+                                "aarch64",  "Ada \"the\" Lovelace", "a \\ b $HOME ${HOME} 100%",
                                 "0123abcd", "channel=beta"};
     CHECK(pn_fw_pack(prod_sk, &m, tmp("image.bin"), tmp("packed.fw"), &info, &err) == 0);
     CHECK_STREQ(info.key_id, prod.id);
@@ -793,8 +800,8 @@ static void test_pack(void)
     unsigned char *mc = zip_entry(tmp("packed.fw"), "meta.conf", &mlen);
     char h[65], line[200];
     hexof(img, ilen, h);
-    snprintf(line, sizeof(line), "file-resource \"image\" {\nlength=%zu\nblake2b-256=%s\n}\n",
-             ilen, h);
+    snprintf(line, sizeof(line), "file-resource \"image\" {\nlength=%zu\nblake2b-256=%s\n}\n", ilen,
+             h);
     CHECK(mc && memmem(mc, mlen, line, strlen(line)) != NULL);
     CHECK(mc && memmem(mc, mlen, "funlist={2,raw_write,0}", 23) != NULL);
     CHECK(mc && memmem(mc, mlen, "meta-product=sensor\n", 20) == mc);

@@ -157,16 +157,16 @@ static void test_exact_bytes(void)
     size_t len = 0;
 
     char *env = pn_dsse_sign(sk, kid, PN_MANIFEST_TYPE, odd, strlen(odd), &err);
-    CHECK(env && pn_dsse_verify(env, strlen(env), pk, kid, PN_MANIFEST_TYPE, &body, &len,
-                                &err) == 0);
+    CHECK(env &&
+          pn_dsse_verify(env, strlen(env), pk, kid, PN_MANIFEST_TYPE, &body, &len, &err) == 0);
     CHECK(len == strlen(odd) && body && memcmp(body, odd, len) == 0);
     free(body);
     body = NULL;
     free(env);
 
     env = pn_dsse_sign(sk, kid, "application/octet-stream", bin, sizeof(bin), &err);
-    CHECK(env && pn_dsse_verify(env, strlen(env), pk, kid, "application/octet-stream", &body,
-                                &len, &err) == 0);
+    CHECK(env && pn_dsse_verify(env, strlen(env), pk, kid, "application/octet-stream", &body, &len,
+                                &err) == 0);
     CHECK(len == sizeof(bin) && body && memcmp(body, bin, len) == 0);
     free(body);
     body = NULL;
@@ -348,8 +348,7 @@ static void good_manifest(struct pn_manifest *m)
     strcpy(m->firmware.platform, "rpi4");
     strcpy(m->firmware.architecture, "arm");
     m->firmware.size = 123456;
-    strcpy(m->firmware.sha256,
-           "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+    strcpy(m->firmware.sha256, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
     strcpy(m->firmware.key_id, "ca051a500a499d2a");
     m->firmware.meta_conf_len = strlen(meta_conf);
     m->firmware.meta_conf = malloc(m->firmware.meta_conf_len);
@@ -366,10 +365,9 @@ static int same(const struct pn_manifest *a, const struct pn_manifest *b)
            a->sequence == b->sequence && a->issued_at == b->issued_at &&
            a->expires_at == b->expires_at && strcmp(x->uuid, y->uuid) == 0 &&
            strcmp(x->product, y->product) == 0 && strcmp(x->version, y->version) == 0 &&
-           strcmp(x->platform, y->platform) == 0 &&
-           strcmp(x->architecture, y->architecture) == 0 && x->size == y->size &&
-           strcmp(x->sha256, y->sha256) == 0 && strcmp(x->key_id, y->key_id) == 0 &&
-           x->meta_conf_len == y->meta_conf_len &&
+           strcmp(x->platform, y->platform) == 0 && strcmp(x->architecture, y->architecture) == 0 &&
+           x->size == y->size && strcmp(x->sha256, y->sha256) == 0 &&
+           strcmp(x->key_id, y->key_id) == 0 && x->meta_conf_len == y->meta_conf_len &&
            memcmp(x->meta_conf, y->meta_conf, x->meta_conf_len) == 0 &&
            memcmp(x->meta_conf_sig, y->meta_conf_sig, 64) == 0 &&
            ((!x->url && !y->url) || (x->url && y->url && strcmp(x->url, y->url) == 0));
@@ -402,11 +400,11 @@ static char *with(const char *good, int in_fw, const char *key, json_t *value)
     return s;
 }
 
-#define REFUSES(in_fw, key, value, why)                                                  \
-    do {                                                                                 \
-        char *t_ = with(good, in_fw, key, value);                                        \
-        CHECK(refuses(t_, why));                                                         \
-        free(t_);                                                                        \
+#define REFUSES(in_fw, key, value, why)                                                            \
+    do {                                                                                           \
+        char *t_ = with(good, in_fw, key, value);                                                  \
+        CHECK(refuses(t_, why));                                                                   \
+        free(t_);                                                                                  \
     } while (0)
 
 static void test_manifest_codec(void)
@@ -538,8 +536,7 @@ static void test_manifest_codec(void)
     /* Encode refuses what decode would refuse. */
     strcpy(m.firmware.sha256, "xyz");
     CHECK(pn_manifest_encode(&m, &err) == NULL && has(&err, "firmware.sha256"));
-    strcpy(m.firmware.sha256,
-           "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+    strcpy(m.firmware.sha256, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
     strcpy(m.device, "a/b");
     CHECK(pn_manifest_encode(&m, &err) == NULL && has(&err, "\"device\""));
     strcpy(m.device, "sensor-0001");
@@ -561,8 +558,7 @@ static void test_manifest_check(void)
     CHECK(pn_manifest_check(&m, "sensor-0001", 0, now, &err) == 0);
     CHECK(pn_manifest_check(&m, "sensor-0002", 6, now, &err) < 0 &&
           has(&err, "manifest is for device sensor-0001"));
-    CHECK(pn_manifest_check(&m, "sensor-000", 6, now, &err) < 0 &&
-          has(&err, "is for device"));
+    CHECK(pn_manifest_check(&m, "sensor-000", 6, now, &err) < 0 && has(&err, "is for device"));
     CHECK(pn_manifest_check(&m, "sensor-0001", 7, now, &err) < 0 &&
           has(&err, "replayed or old manifest"));
     CHECK(pn_manifest_check(&m, "sensor-0001", 8, now, &err) < 0 &&
@@ -571,8 +567,7 @@ static void test_manifest_check(void)
           has(&err, "manifest expired at 2023-11-15T22:13:20Z"));
     CHECK(pn_manifest_check(&m, "sensor-0001", 6, m.expires_at - 1, &err) == 0);
     CHECK(pn_manifest_check(&m, "sensor-0001", 6, m.issued_at - PN_MANIFEST_SKEW, &err) == 0);
-    CHECK(pn_manifest_check(&m, "sensor-0001", 6, m.issued_at - PN_MANIFEST_SKEW - 1, &err) <
-              0 &&
+    CHECK(pn_manifest_check(&m, "sensor-0001", 6, m.issued_at - PN_MANIFEST_SKEW - 1, &err) < 0 &&
           has(&err, "future"));
     CHECK(pn_manifest_check(&m, "sensor-0001", 6, 0, &err) < 0 && has(&err, "future"));
     pn_manifest_free(&m);
@@ -598,9 +593,8 @@ static void test_manifest_envelope(void)
     json_t *root = json_loads(env, 0, NULL);
     CHECK_STREQ(json_string_value(json_object_get(root, "payloadType")),
                 "application/vnd.pinion.update+json");
-    CHECK_STREQ(json_string_value(
-                    json_object_get(json_array_get(json_object_get(root, "signatures"), 0),
-                                    "keyid")),
+    CHECK_STREQ(json_string_value(json_object_get(
+                    json_array_get(json_object_get(root, "signatures"), 0), "keyid")),
                 kid);
     char *enc = pn_manifest_encode(&m, &err);
     char *enc_b64 = b64(enc, strlen(enc), sodium_base64_VARIANT_ORIGINAL);
@@ -612,8 +606,7 @@ static void test_manifest_envelope(void)
     /* A validly signed envelope of another type is no manifest. */
     char *enc2 = pn_manifest_encode(&m, &err);
     char *other = pn_dsse_sign(sk, kid, "application/json", enc2, strlen(enc2), &err);
-    CHECK(pn_manifest_open(other, strlen(other), pk, &d, &err) < 0 &&
-          has(&err, "payload type is"));
+    CHECK(pn_manifest_open(other, strlen(other), pk, &d, &err) < 0 && has(&err, "payload type is"));
     free(other);
     /* A validly signed envelope of the right type but a bad body. */
     other = pn_dsse_sign(sk, kid, PN_MANIFEST_TYPE, "{\"device\":1}", 12, &err);

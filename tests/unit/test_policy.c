@@ -60,8 +60,9 @@ static X509 *mk_raw_cn(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *ik
 {
     X509 *x = mk(PN_CERT_DEVICE, "placeholder", 30, key, issuer, ikey);
     X509_NAME *n = X509_NAME_new();
-    if (!n || !X509_NAME_add_entry_by_NID(n, NID_commonName, V_ASN1_UTF8STRING,
-                                          (const unsigned char *)cn, (int)strlen(cn), -1, 0) ||
+    if (!n ||
+        !X509_NAME_add_entry_by_NID(n, NID_commonName, V_ASN1_UTF8STRING, (const unsigned char *)cn,
+                                    (int)strlen(cn), -1, 0) ||
         !X509_set_subject_name(x, n) || !X509_sign(x, ikey, EVP_sha256())) {
         fprintf(stderr, "cannot make a certificate with the raw CN '%s'\n", cn);
         exit(2);
@@ -108,9 +109,8 @@ static struct pn_pin *put_pin(struct pn_state *s, struct pn_device *d, X509 *cer
 
 static const struct pn_policy POL_DEFAULT = {"fleet", PN_IDENTITY_CN, PN_ROTATE_SAME_KEY, false};
 
-static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_policy *pol,
-                                 X509 *cert, const char *cid, bool ready, time_t t,
-                                 struct pn_admission *a)
+static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_policy *pol, X509 *cert,
+                                 const char *cid, bool ready, time_t t, struct pn_admission *a)
 {
     pn_admit_decide(s, pol, cert, cid, ready, t, a);
     return a->kind;
@@ -121,8 +121,8 @@ static int why(const struct pn_admission *a, const char *what)
 {
     if (a->kind == PN_REFUSE && strstr(a->reason, what))
         return 1;
-    fprintf(stderr, "  kind %d, reason '%s', expected a refusal with '%s'\n", a->kind,
-            a->reason, what);
+    fprintf(stderr, "  kind %d, reason '%s', expected a refusal with '%s'\n", a->kind, a->reason,
+            what);
     return 0;
 }
 
@@ -236,10 +236,18 @@ static void test_acl_device(void)
     CHECK(!allows(s, "A", "A", "$SYS/broker/uptime", R));
 
     /* Publications outside its up tree. */
-    const char *bad_pubs[] = {"fleet/A/down/update", "fleet/A/down/chunk", "fleet/B/up/status",
-                              "$CONTROL/x",          "$SYS/x",             "fleet/A/upx",
-                              "fleet/A/upx/status",  "fleet/A",            "fleet/events/x",
-                              "fleet/Ax/up/status",  "other/x",            "A/up/status"};
+    const char *bad_pubs[] = {"fleet/A/down/update",
+                              "fleet/A/down/chunk",
+                              "fleet/B/up/status",
+                              "$CONTROL/x",
+                              "$SYS/x",
+                              "fleet/A/upx",
+                              "fleet/A/upx/status",
+                              "fleet/A",
+                              "fleet/events/x",
+                              "fleet/Ax/up/status",
+                              "other/x",
+                              "A/up/status"};
     for (size_t i = 0; i < sizeof(bad_pubs) / sizeof(*bad_pubs); i++) {
         int ok = allows(s, "A", "A", bad_pubs[i], W);
         CHECK(!ok);
@@ -248,13 +256,13 @@ static void test_acl_device(void)
     }
 
     /* The identity behind the request. */
-    CHECK(!allows(s, "A", "B", "fleet/A/down/#", S));   /* username != client id */
+    CHECK(!allows(s, "A", "B", "fleet/A/down/#", S)); /* username != client id */
     CHECK(!allows(s, "A", NULL, "fleet/A/down/#", S));
-    CHECK(!allows(s, NULL, "A", "fleet/A/down/#", S));  /* no username: not authenticated */
+    CHECK(!allows(s, NULL, "A", "fleet/A/down/#", S)); /* no username: not authenticated */
     CHECK(!allows(s, NULL, "A", "fleet/A/up/status", W));
-    CHECK(!allows(s, "R", "R", "fleet/R/down/#", S));   /* revoked device */
+    CHECK(!allows(s, "R", "R", "fleet/R/down/#", S)); /* revoked device */
     CHECK(!allows(s, "R", "R", "fleet/R/up/status", W));
-    CHECK(!allows(s, "Z", "Z", "fleet/Z/down/#", S));   /* unknown device */
+    CHECK(!allows(s, "Z", "Z", "fleet/Z/down/#", S)); /* unknown device */
     CHECK(!allows(s, "Z", "Z", "fleet/Z/up/status", W));
     CHECK(!allows(s, "A", "A", NULL, S));
     /* Client ids that are not identifiers never get a tree, even if a
@@ -538,8 +546,7 @@ static void test_admit_first_connect(void)
     long129[129] = '\0';
     memset(long300, 'L', 300);
     long300[300] = '\0';
-    const char *bad[] = {"a/b", "a+b", "a#b", "$x", "a b", "", "caf\xc3\xa9", long129,
-                         long300};
+    const char *bad[] = {"a/b", "a+b", "a#b", "$x", "a b", "", "caf\xc3\xa9", long129, long300};
     for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
         X509 *x = mk_raw_cn(bad[i], k, ca_cert, ca_key);
         int refused = decide(s, &pol, x, bad[i], true, now, &a) == PN_REFUSE;

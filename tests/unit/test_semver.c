@@ -15,24 +15,32 @@ int main(void)
 {
     struct pn_semver v;
     struct pn_err err;
-    const char *good[] = {"0.0.0", "1.2.3", "10.20.30", "1.0.0-alpha", "1.0.0-alpha.1",
-                          "1.0.0-0.3.7", "1.0.0-x.7.z.92", "1.0.0+20130313144700",
-                          "1.0.0-beta+exp.sha.5114f85", "1.0.0-x-y-z.--"};
+    const char *good[] = {"0.0.0",
+                          "1.2.3",
+                          "10.20.30",
+                          "1.0.0-alpha",
+                          "1.0.0-alpha.1",
+                          "1.0.0-0.3.7",
+                          "1.0.0-x.7.z.92",
+                          "1.0.0+20130313144700",
+                          "1.0.0-beta+exp.sha.5114f85",
+                          "1.0.0-x-y-z.--"};
     for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++)
         CHECK(pn_semver_parse(good[i], &v, NULL) == 0);
-    const char *bad[] = {"", "1", "1.2", "1.2.3.4", "01.2.3", "1.02.3", "1.2.03", "v1.2.3",
-                         "1.2.3-", "1.2.3+", "1.2.3-01", "1.2.3-a..b", "1.2.3 ", " 1.2.3",
-                         "1.2.3-é", "-1.2.3", "1.2.x", "99999999999999999999.0.0"};
+    const char *bad[] = {
+        "",       "1",      "1.2",     "1.2.3.4", "01.2.3",   "1.02.3",
+        "1.2.03", "v1.2.3", "1.2.3-",  "1.2.3+",  "1.2.3-01", "1.2.3-a..b",
+        "1.2.3 ", " 1.2.3", "1.2.3-é", "-1.2.3",  "1.2.x",    "99999999999999999999.0.0"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
         CHECK(pn_semver_parse(bad[i], &v, &err) < 0);
     }
     CHECK(pn_semver_parse("1.2", &v, &err) < 0 && strstr(err.msg, "not a SemVer version"));
 
     /* Precedence example from semver.org, in increasing order. */
-    const char *order[] = {"1.0.0-alpha",      "1.0.0-alpha.1", "1.0.0-alpha.beta",
-                           "1.0.0-beta",       "1.0.0-beta.2",  "1.0.0-beta.11",
-                           "1.0.0-rc.1",       "1.0.0",         "1.0.1",
-                           "1.1.0",            "2.0.0",         "10.0.0"};
+    const char *order[] = {"1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta",
+                           "1.0.0-beta",  "1.0.0-beta.2",  "1.0.0-beta.11",
+                           "1.0.0-rc.1",  "1.0.0",         "1.0.1",
+                           "1.1.0",       "2.0.0",         "10.0.0"};
     for (size_t i = 0; i + 1 < sizeof(order) / sizeof(*order); i++) {
         CHECK(cmp(order[i], order[i + 1]) < 0);
         CHECK(cmp(order[i + 1], order[i]) > 0);
@@ -67,8 +75,8 @@ int main(void)
 
     CHECK(pn_semver_req_valid("", NULL) == 0);
     CHECK(pn_semver_req_valid(">= 1.0.0 and < 2.0.0 or == 3.0.0", NULL) == 0);
-    const char *badreq[] = {"<", "1.0", "> 1.0.0 and", "and < 1.0.0", "~> 1", "~> 1.2.3.4",
-                            ">= 1.0.0 & < 2.0.0", "latest"};
+    const char *badreq[] = {"<",    "1.0",        "> 1.0.0 and",        "and < 1.0.0",
+                            "~> 1", "~> 1.2.3.4", ">= 1.0.0 & < 2.0.0", "latest"};
     for (size_t i = 0; i < sizeof(badreq) / sizeof(*badreq); i++)
         CHECK(pn_semver_req_valid(badreq[i], &err) < 0);
     CHECK(strstr(err.msg, "not a version requirement") != NULL);
