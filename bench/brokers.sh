@@ -7,6 +7,8 @@
 #   plain  - Mosquitto, cafile = the Device CA, use_identity_as_username (how
 #            a plain broker admits certificate-only clients), no plugin and
 #            no ACL at all;
+#   allowall - plain with an ACL plugin that allows everything
+#            (bench/allow_all): what asking any plugin costs Mosquitto;
 #   pinion - Mosquitto + the built plugin, capath = its trust directory.
 # Source it with N, BUILD set and the repository root as working directory.
 
@@ -80,6 +82,8 @@ start_broker() {
             echo "plugin $BUILD/plugin/pinion_plugin.so"
             echo "plugin_opt_database $DB"
             echo "plugin_opt_trust_dir $W/trust"
+        elif [ "$kind" = allowall ]; then
+            echo "plugin $BUILD/bench/bench_allow_all.so"
         fi
         echo "listener $PORT 127.0.0.1"
         echo "certfile $CACHE/server.pem"

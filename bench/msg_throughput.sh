@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # Message throughput through whole brokers on this machine, same listener
-# and certificates: plain Mosquitto (no plugin, so no ACL at all) against
-# Mosquitto + Pinion (every publish and every delivery ACL-checked).
+# and certificates: plain Mosquitto (no plugin, so no ACL at all), the same
+# with an allow-all ACL plugin (the issue's other baseline: Mosquitto then
+# asks a plugin about every publish and delivery) and Mosquitto + Pinion.
 #   up:   N devices publish to their own fleet/<id>/up/data, one service
 #         identity subscribed to fleet/+/up/# receives;
 #   down: the service publishes to fleet/<id>/down/data round robin, each
 #         device subscribed to its own fleet/<id>/down/# receives.
 # QoS 0 and QoS 1, 64-byte payloads, at most 500 messages in transit.  Runs
-# alternate plain / pinion; prints each run, the medians, the ratios
-# pinion/plain (target 0.9) and the broker's CPU time per message.
+# alternate plain, allow-all, pinion / pinion, allow-all, plain; prints each
+# run, the medians, the ratios pinion/plain and pinion/allow-all (target
+# 0.9) and the broker's CPU time per message.
 #
 #   bash bench/msg_throughput.sh [N=100] [MSGS=100000] [ROUNDS=3] [BUILD_DIR=build]
 #
@@ -54,9 +56,9 @@ for ((r = 0; r < ROUNDS; r++)); do
     for dir in up down; do
         for qos in 0 1; do
             if ((r % 2 == 0)); then
-                run plain "$dir" "$qos"; run pinion "$dir" "$qos"
+                run plain "$dir" "$qos"; run allowall "$dir" "$qos"; run pinion "$dir" "$qos"
             else
-                run pinion "$dir" "$qos"; run plain "$dir" "$qos"
+                run pinion "$dir" "$qos"; run allowall "$dir" "$qos"; run plain "$dir" "$qos"
             fi
         done
     done
@@ -65,10 +67,13 @@ done
 for dir in up down; do
     for qos in 0 1; do
         k=$dir.$qos
-        pr=$(median ${RATE[plain.$k]:-0}) qr=$(median ${RATE[pinion.$k]:-0})
-        pc=$(median ${CPU[plain.$k]:-0}) qc=$(median ${CPU[pinion.$k]:-0})
-        say "$(printf '%-4s' "$dir") qos $qos: plain $pr msg/s ($pc us CPU each), pinion $qr msg/s" \
-            "($qc us CPU each): ratio $(ratio "$qr" "$pr"), CPU ratio $(ratio "$pc" "$qc") [target 0.9]"
+        pr=$(median ${RATE[plain.$k]:-0}) ar=$(median ${RATE[allowall.$k]:-0})
+        qr=$(median ${RATE[pinion.$k]:-0})
+        pc=$(median ${CPU[plain.$k]:-0}) ac=$(median ${CPU[allowall.$k]:-0})
+        qc=$(median ${CPU[pinion.$k]:-0})
+        say "$(printf '%-4s' "$dir") qos $qos: plain $pr, allow-all plugin $ar, pinion $qr msg/s" \
+            "($pc, $ac, $qc us CPU each): pinion/plain $(ratio "$qr" "$pr")," \
+            "pinion/allow-all $(ratio "$qr" "$ar") (CPU $(ratio "$pc" "$qc"), $(ratio "$ac" "$qc")) [target 0.9]"
     done
 done
 exit "$fail"
