@@ -19,8 +19,7 @@ static int allow(int event, void *event_data, void *userdata)
     return MOSQ_ERR_SUCCESS;
 }
 
-__attribute__((visibility("default"))) int mosquitto_plugin_version(int count,
-                                                                     const int *versions)
+__attribute__((visibility("default"))) int mosquitto_plugin_version(int count, const int *versions)
 {
     for (int i = 0; i < count; i++)
         if (versions[i] == 5)
@@ -28,9 +27,10 @@ __attribute__((visibility("default"))) int mosquitto_plugin_version(int count,
     return -1;
 }
 
-__attribute__((visibility("default"))) int
-mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
-                      struct mosquitto_opt *opts, int opt_count)
+__attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
+                                                                 void **userdata,
+                                                                 struct mosquitto_opt *opts,
+                                                                 int opt_count)
 {
     (void)userdata;
     (void)opts;
