@@ -186,8 +186,8 @@ static const struct table_kind {
 
 /* Streams a query row by row (single-row mode) so that a million pins
  * never sit in one PGresult. */
-static int stream(PGconn *db, const char *sql, struct pn_state *st,
-                  struct pn_op *(*row)(PGresult *, int, struct pn_certs *), struct pn_err *err)
+static int stream(PGconn *db, struct pn_err *err, const char *sql, struct pn_state *st,
+                  struct pn_op *(*row)(PGresult *, int, struct pn_certs *))
 {
     if (!PQsendQueryParams(db, sql, 0, NULL, NULL, NULL, NULL, 0) || !PQsetSingleRowMode(db))
         return pn_err_set(err, "database: %s", PQerrorMessage(db));
@@ -255,8 +255,8 @@ struct pn_state *pn_load_all(PGconn *db, struct pn_certs *trust, struct pn_err *
     }
     PQclear(r);
     r = NULL;
-    if (stream(db, DEVICE_SELECT, st, device_op, err) < 0 ||
-        stream(db, PIN_SELECT, st, pin_op, err) < 0)
+    if (stream(db, err, DEVICE_SELECT, st, device_op) < 0 ||
+        stream(db, err, PIN_SELECT, st, pin_op) < 0)
         goto fail;
     if (pn_db_cmd(db, err, "COMMIT", 0, NULL) < 0)
         goto fail;

@@ -50,8 +50,8 @@ int pd_chunks_prepare(struct pd *pd, struct pn_err *err)
 
 /* Runs a prepared statement, once more after a reconnect if the connection
  * was lost (the device would otherwise wait for its retry). */
-static PGresult *query(struct pd *pd, const char *stmt, int n, const char *const *v,
-                       struct pn_err *err)
+static PGresult *query(struct pd *pd, struct pn_err *err, const char *stmt, int n,
+                       const char *const *v)
 {
     PGresult *r = pn_db_q_prepared(pd->db, err, stmt, n, v);
     if (!r && pd->db && PQstatus(pd->db) != CONNECTION_OK && pd_ensure_db(pd) == 0)
@@ -71,7 +71,7 @@ static int maybe_inflight(struct pd *pd, struct pd_dev *dev, const char *uuid, s
     if (!dev->inflight_known || dev->inflight_connects != pd->connects ||
         now - dev->inflight_at >= pd->cfg.inflight_cache_ms) {
         const char *v[] = {dev->identifier};
-        PGresult *r = query(pd, PD_INFLIGHT_STMT, 1, v, err);
+        PGresult *r = query(pd, err, PD_INFLIGHT_STMT, 1, v);
         if (!r)
             return -1;
         dev->ninflight = 0;
@@ -103,7 +103,7 @@ void pd_handle_get(struct pd *pd, struct pd_broker *b, struct pd_dev *dev, const
     PGresult *r = NULL;
     if (maybe > 0) {
         const char *v[] = {identifier, g.uuid};
-        r = query(pd, PD_CHUNK_STMT, 2, v, &err);
+        r = query(pd, &err, PD_CHUNK_STMT, 2, v);
     }
     if (maybe < 0 || (maybe > 0 && !r)) {
         pd_log(PD_ERR "chunk request from %s: %s", identifier, err.msg);
