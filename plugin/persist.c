@@ -18,9 +18,13 @@
  * persist_batch. */
 #define PIN_SQL_CA_LOCK                                                                            \
     "SELECT id, status FROM ca_certificates WHERE id = ANY ($1::text[]) ORDER BY id FOR SHARE"
+/* The device by a subquery, not a join: one index lookup per stored
+ * certificate whatever the statistics say, where a join leaves the planner
+ * free to hash the whole devices table (the tables of a fleet switching to
+ * Pinion start empty, with no statistics). */
 #define PIN_SQL_STORED                                                                             \
-    "SELECT c.id, d.identifier FROM device_certificates c JOIN devices d ON d.id = c.device_id "   \
-    "WHERE c.id = ANY ($1::text[])"
+    "SELECT c.id, (SELECT d.identifier FROM devices d WHERE d.id = c.device_id) FROM "             \
+    "device_certificates c WHERE c.id = ANY ($1::text[])"
 /* A JITP device that does not exist yet: the new row is ours (locked) until
  * COMMIT.  Nothing returned: it exists, and PIN_SQL_DEVICE locks it. */
 #define PIN_SQL_DEVICE_NEW                                                                         \

@@ -27,6 +27,8 @@
 # PINION_PG_DURABLE=1 keeps PostgreSQL's durability settings (fsync,
 # synchronous_commit, full_page_writes on, as a production server runs):
 # benchmarks of what must be durable use it; tests run faster without.
+# PINION_PG_OPTS adds server options (e.g. "-c shared_preload_libraries=
+# pg_stat_statements" to profile a benchmark's statements).
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
@@ -224,6 +226,7 @@ do_start() {
     else
         opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     fi
+    opts="$opts ${PINION_PG_OPTS:-}"
     as_pg env LC_ALL=C LANG=C "$bin/pg_ctl" -D "$data" -l "$log" -w -t 30 -o "$opts" start \
         >"$tmp/pg_ctl.log" 2>&1 ||
         { cat "$tmp/pg_ctl.log" >&2; fail_start "pg_ctl start failed"; }
