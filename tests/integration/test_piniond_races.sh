@@ -25,7 +25,10 @@
 #     without deadlocking with a status transaction that holds a device
 #     and then wants the deployment's row (a device held back);
 #   - ending stale updates never deadlocks with a status transaction of a
-#     device that has two updates in flight.
+#     device that has two updates in flight;
+#   - a completed update's retained manifest is cleared on the broker it
+#     was published on, also when the device has another update in flight
+#     recorded on another broker.
 . "$PINION_SOURCE/tests/harness/lib.sh"
 . "$PINION_SOURCE/tests/harness/broker.sh"
 . "$PINION_SOURCE/tests/harness/piniond.sh"
@@ -34,7 +37,7 @@ make_fleet
 FW1=$FW_UUID
 make_firmware 1.2.0
 FW2=$FW_UUID
-for d in dl-1 rn-1 cl-1 ch-1 rs-1 lt-1 fr-1 es-1; do
+for d in dl-1 rn-1 cl-1 ch-1 rs-1 lt-1 fr-1 es-1 cc-1; do
     o=$("$PINION" device create acme sensor "$d" --tags "${d%%-*}" 2>&1) || bail_out "device create $d: $o"
     device_cert "$d"
 done
@@ -46,7 +49,7 @@ start_piniond p1 "inflight_cache_ms = 60000" || bail_out "piniond: $OUT"
 PDLOG=${PD_LOG[p1]}
 
 STATUS_IDLE='{"firmware":{"uuid":"factory","version":"1.0.0","platform":"rpi4","architecture":"aarch64"},"state":"idle"}'
-for d in dl-1 rn-1 cl-1 ch-1 rs-1 fr-1 es-1; do
+for d in dl-1 rn-1 cl-1 ch-1 rs-1 fr-1 es-1 cc-1; do
     probe b1 "$T/devs/$d" "$d" --qos 1 --pub "fleet/$d/up/status=$STATUS_IDLE"
     wait_sql 10 "SELECT firmware_platform FROM devices WHERE identifier = '$d'" rpi4 ||
         bail_out "$d's status was not recorded"
@@ -55,7 +58,7 @@ state_of() {
     sql "SELECT u.state FROM device_updates u JOIN devices d ON d.id = u.device_id
          JOIN deployments dp ON dp.id = u.deployment_id WHERE d.identifier = '$1' AND dp.name = '$2'"
 }
-for d in dl rn cl rs; do
+for d in dl rn cl rs cc; do
     "$PINION" deployment create acme sensor "d-$d" --firmware "$FW1" --tags "$d" >/dev/null ||
         bail_out "deployment create d-$d"
     "$PINION" deployment start acme "d-$d" >/dev/null || bail_out "deployment start d-$d"
@@ -165,6 +168,30 @@ wait_sql 10 "SELECT u.state FROM device_updates u JOIN devices d ON d.id = u.dev
 sleep 0.5
 assert_eq "completing d-cl does not clear the newer manifest on b1" "$(retained_cl)" newer-manifest
 assert_match "... piniond says why" "$(cat "$PDLOG")" "cl-1 has a newer manifest in flight on broker b1: not cleared there"
+
+# ------------------------------------------------- the clear goes where the manifest is
+# cc-1's d-cc manifest is retained on b1.  Another instance recorded a
+# second update of cc-1 (d-cc2, installing: no manifest needed any more)
+# on broker b9, which this piniond does not reach.  cc-1 completes d-cc:
+# the manifest to clear is d-cc's, on b1, not one on b9.
+"$PINION" deployment create acme sensor d-cc2 --firmware "$FW2" --tags cc >/dev/null ||
+    bail_out "deployment create d-cc2"
+setup sql "INSERT INTO device_updates (device_id, deployment_id, state, sequence, issued_at,
+           expires_at, broker_id) SELECT d.id, dp.id, 'installing', 7, now(),
+           now() + interval '1 day', 'b9' FROM devices d, deployments dp
+           WHERE d.identifier = 'cc-1' AND dp.name = 'd-cc2'"
+retained_cc() {
+    probe b1 "$T/svc" "piniond-look-$RANDOM" --sub "fleet/cc-1/down/update" --stay 1
+    sed -n 's/^msg fleet\/cc-1\/down\/update //p' <<<"$OUT"
+}
+[ -n "$(retained_cc)" ] || bail_out "cc-1 has no retained manifest on b1"
+probe b1 "$T/devs/cc-1" cc-1 --qos 1 \
+    --pub "fleet/cc-1/up/status={\"firmware\":{\"uuid\":\"$FW1\",\"version\":\"1.1.0\",\"platform\":\"rpi4\",\"architecture\":\"aarch64\"},\"state\":\"idle\"}"
+wait_sql 10 "SELECT u.state FROM device_updates u JOIN devices d ON d.id = u.device_id JOIN deployments dp ON dp.id = u.deployment_id WHERE d.identifier = 'cc-1' AND dp.name = 'd-cc'" complete ||
+    bail_out "cc-1 did not complete d-cc: $OUT"
+sleep 0.5
+assert_eq "completing d-cc clears its manifest on b1, though cc-1 has an update on b9" \
+    "$(retained_cc)" ""
 
 # ------------------------------------------------- a reconnected session forgets
 GET='{"uuid":"'"$FW1"'","offset":0,"length":1024}'
