@@ -190,7 +190,9 @@ static int record_status(struct pd *pd, struct txn *t, const char *identifier,
         }
     }
     PQclear(r);
-    if (tcmd(t, err, "COMMIT", 0, NULL) < 0)
+    /* pn_db_commit: an audit row that failed above leaves an aborted
+     * transaction, whose COMMIT "succeeds" with nothing written. */
+    if (pn_db_commit(t->db, err) < 0)
         goto dberr;
     return 0;
 dberr_r:

@@ -28,7 +28,10 @@
 #     device that has two updates in flight;
 #   - a completed update's retained manifest is cleared on the broker it
 #     was published on, also when the device has another update in flight
-#     recorded on another broker.
+#     recorded on another broker;
+#   - a status transaction in which a statement failed (here the audit row
+#     of the pause it causes) is not taken for recorded: its COMMIT
+#     PostgreSQL answers with ROLLBACK.
 . "$PINION_SOURCE/tests/harness/lib.sh"
 . "$PINION_SOURCE/tests/harness/broker.sh"
 . "$PINION_SOURCE/tests/harness/piniond.sh"
@@ -37,7 +40,7 @@ make_fleet
 FW1=$FW_UUID
 make_firmware 1.2.0
 FW2=$FW_UUID
-for d in dl-1 rn-1 cl-1 ch-1 rs-1 lt-1 fr-1 es-1 cc-1; do
+for d in dl-1 rn-1 cl-1 ch-1 rs-1 lt-1 fr-1 es-1 cc-1 pf-1; do
     o=$("$PINION" device create acme sensor "$d" --tags "${d%%-*}" 2>&1) || bail_out "device create $d: $o"
     device_cert "$d"
 done
@@ -49,7 +52,7 @@ start_piniond p1 "inflight_cache_ms = 60000" || bail_out "piniond: $OUT"
 PDLOG=${PD_LOG[p1]}
 
 STATUS_IDLE='{"firmware":{"uuid":"factory","version":"1.0.0","platform":"rpi4","architecture":"aarch64"},"state":"idle"}'
-for d in dl-1 rn-1 cl-1 ch-1 rs-1 fr-1 es-1 cc-1; do
+for d in dl-1 rn-1 cl-1 ch-1 rs-1 fr-1 es-1 cc-1 pf-1; do
     probe b1 "$T/devs/$d" "$d" --qos 1 --pub "fleet/$d/up/status=$STATUS_IDLE"
     wait_sql 10 "SELECT firmware_platform FROM devices WHERE identifier = '$d'" rpi4 ||
         bail_out "$d's status was not recorded"
@@ -192,6 +195,30 @@ wait_sql 10 "SELECT u.state FROM device_updates u JOIN devices d ON d.id = u.dev
 sleep 0.5
 assert_eq "completing d-cc clears its manifest on b1, though cc-1 has an update on b9" \
     "$(retained_cc)" ""
+
+# ------------------------------------------------- a rolled-back status is not recorded
+# pf-1's third failure (max_attempts 3) holds it back and pauses d-pf
+# (max-failures 1); the audit row of that pause is refused (as with a
+# role without INSERT on audit_log), which aborts the transaction.
+"$PINION" deployment create acme sensor d-pf --firmware "$FW1" --tags pf --max-failures 1 \
+    >/dev/null || bail_out "deployment create d-pf"
+"$PINION" deployment start acme d-pf >/dev/null || bail_out "deployment start d-pf"
+PF_U="SELECT u.attempts || ' ' || u.state FROM device_updates u JOIN devices d ON d.id = u.device_id WHERE d.identifier = 'pf-1'"
+wait_sql 15 "$PF_U" "0 released" || bail_out "pf-1 was not released to: $OUT"
+setup sql "ALTER TABLE audit_log ADD CONSTRAINT test_no_pause CHECK (action <> 'deployment.paused') NOT VALID"
+for n in 1 2; do
+    probe b1 "$T/devs/pf-1" pf-1 --qos 1 --pub 'fleet/pf-1/up/status={"state":"failed","reason":"test"}'
+    wait_sql 10 "$PF_U" "$n released" || bail_out "pf-1's failure $n was not recorded: $OUT"
+done
+probe b1 "$T/devs/pf-1" pf-1 --qos 1 --pub 'fleet/pf-1/up/status={"state":"failed","reason":"test"}'
+if wait_file 10 "$PDLOG" 'status from pf-1 not recorded'; then
+    pass "a status transaction PostgreSQL rolled back at COMMIT is reported as not recorded"
+else
+    fail "a status transaction PostgreSQL rolled back at COMMIT is reported as not recorded" \
+        "$(grep -E 'pf-1|d-pf' "$PDLOG" | tail -4)"
+fi
+assert_eq "... and nothing of it is in the database" "$(sql "$PF_U")" "2 released"
+setup sql "ALTER TABLE audit_log DROP CONSTRAINT test_no_pause"
 
 # ------------------------------------------------- a reconnected session forgets
 GET='{"uuid":"'"$FW1"'","offset":0,"length":1024}'
