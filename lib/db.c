@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "db.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -120,7 +121,17 @@ int pn_db_begin(PGconn *db, struct pn_err *err)
 
 int pn_db_commit(PGconn *db, struct pn_err *err)
 {
-    return pn_db_cmd(db, err, "COMMIT", 0, NULL);
+    PGresult *res = pn_db_q(db, err, "COMMIT", 0, NULL);
+    if (!res)
+        return -1;
+    /* COMMIT of a transaction a failed statement aborted is no error to
+     * PostgreSQL: it rolls back and answers ROLLBACK. */
+    bool rolled_back = strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
+    PQclear(res);
+    if (rolled_back)
+        return pn_err_set(err, "database: the transaction was rolled back (a statement in it "
+                               "failed)");
+    return 0;
 }
 
 void pn_db_rollback(PGconn *db)

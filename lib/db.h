@@ -56,6 +56,8 @@ PGresult *pn_db_q_prepared(PGconn *db, struct pn_err *err, const char *name, int
 int pn_db_cmd(PGconn *db, struct pn_err *err, const char *sql, int n, const char *const *values);
 
 int pn_db_begin(PGconn *db, struct pn_err *err);
+/* -1 also when PostgreSQL rolled the transaction back instead (a statement
+ * in it failed, its error ignored). */
 int pn_db_commit(PGconn *db, struct pn_err *err);
 /* Best effort; never fails the caller. */
 void pn_db_rollback(PGconn *db);

@@ -63,17 +63,30 @@ int pn_addr_split(const char *addr, char *host, size_t hlen, int *port)
     const char *colon = addr ? strrchr(addr, ':') : NULL;
     if (!colon || colon == addr)
         return -1;
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (!colon[1] || *end || p < 1 || p > 65535)
+    /* Digits only: strtol alone would also take a sign and leading blanks. */
+    const char *digits = colon + 1;
+    if (!digits[0] || digits[strspn(digits, "0123456789")] != '\0')
+        return -1;
+    long p = strtol(digits, NULL, 10);
+    if (p < 1 || p > 65535)
         return -1;
     size_t n = (size_t)(colon - addr);
-    if (addr[0] == '[' && colon[-1] == ']') {
+    if (addr[0] == '[') {
+        /* [IPv6]:PORT: the bracket closes right before the port's colon. */
+        if (n < 2 || colon[-1] != ']')
+            return -1;
         addr++;
-        n = n >= 2 ? n - 2 : 0;
+        n -= 2;
+    } else if (memchr(addr, ':', n)) {
+        /* An IPv6 address without brackets: where its port starts is a
+         * guess ("::1:8883"). */
+        return -1;
     }
     if (n == 0 || n >= hlen)
         return -1;
+    for (size_t i = 0; i < n; i++)
+        if (addr[i] == '[' || addr[i] == ']' || (unsigned char)addr[i] <= ' ' || addr[i] == 0x7f)
+            return -1;
     memcpy(host, addr, n);
     host[n] = '\0';
     *port = (int)p;

@@ -194,10 +194,14 @@ static void pause_deployment(struct pd *pd, const char *dep_id, const char *name
                              const char *reason)
 {
     const char *v[] = {dep_id, reason};
-    pn_db_cmd(pd->db, NULL,
-              "UPDATE deployments SET state = 'paused', state_reason = $2, updated_at = now() "
-              "WHERE id = $1 AND state = 'running'",
-              2, v);
+    PGresult *r = pn_db_q(pd->db, NULL,
+                          "UPDATE deployments SET state = 'paused', state_reason = $2, "
+                          "updated_at = now() WHERE id = $1 AND state = 'running' RETURNING id",
+                          2, v);
+    int paused = r ? PQntuples(r) : 0;
+    PQclear(r);
+    if (!paused) /* already paused (by hand, or by another instance) */
+        return;
     json_t *d = json_pack("{s:s}", "reason", reason);
     char *dt = json_dumps(d, JSON_COMPACT);
     pn_db_audit(pd->db, NULL, "deployment.paused", name, dt);
@@ -206,13 +210,38 @@ static void pause_deployment(struct pd *pd, const char *dep_id, const char *name
     pd_log(PD_WARNING "deployment %s paused: %s", name, reason);
 }
 
-/* Ends in-flight updates matching `where` (SQL over u = device_updates and
- * d = devices, parameters $1.. in v) with `state` and `reason`, inside the
- * caller's transaction; appends [identifier, broker] of each device to
- * `ended`, whose retained manifests the caller clears after commit. */
+/* Locks, in id order, the rows of the devices that have an in-flight update
+ * matching `where` (as in end_inflight), inside the caller's transaction. */
+static int lock_devices(struct pd *pd, const char *where, int n, const char *const *v,
+                        struct pn_err *err)
+{
+    char sql[1024];
+    snprintf(sql, sizeof(sql),
+             "SELECT d.id FROM devices d JOIN device_updates u ON u.device_id = d.id "
+             "JOIN deployments dp ON dp.id = u.deployment_id "
+             "WHERE u.state IN " PD_INFLIGHT " AND (%s) ORDER BY d.id FOR UPDATE OF d",
+             where);
+    PGresult *r = pn_db_q(pd->db, err, sql, n, v);
+    PQclear(r);
+    return r ? 0 : -1;
+}
+
+/* Ends in-flight updates matching `where` (SQL over u = device_updates,
+ * d = devices and dp = deployments, parameters $1.. in v) with `state` and
+ * `reason`, inside the caller's transaction, which must hold no deployment
+ * row; appends [identifier, broker] of each device to `ended`, whose
+ * retained manifests the caller clears after commit.  The devices' rows
+ * are locked first, in id order, then their updates: the order of every
+ * other writer of these rows (status.c's transaction, which locks a
+ * deployment's row last; reissue), so that none of them deadlocks with
+ * this.  Updating the updates' rows alone, as before, waited for a status
+ * transaction's update row while holding others (or the deployment's row
+ * it then wanted). */
 static int end_inflight(struct pd *pd, const char *where, int n, const char *const *v,
                         const char *state, const char *reason, json_t *ended, struct pn_err *err)
 {
+    if (lock_devices(pd, where, n, v, err) < 0)
+        return -1;
     char sql[1024];
     snprintf(sql, sizeof(sql),
              "UPDATE device_updates u SET state = '%s', reason = $%d, updated_at = now() "
@@ -248,18 +277,36 @@ static void clear_manifests(struct pd *pd, json_t *ended)
     }
 }
 
-/* A failed release check: the deployment pauses with the reason, and its
- * in-flight updates are cancelled (their devices could not download the
- * firmware anyway), inside the caller's transaction. */
-static int fail_release(struct pd *pd, const char *dep_id, const char *name, const char *why,
-                        json_t *ended, struct pn_err *err)
+/* A failed release check: the deployment's in-flight updates are
+ * cancelled (their devices could not download the firmware anyway) and it
+ * pauses with the reason, in a transaction of its own, begun with no row
+ * locked: the devices' rows, their updates, then the deployment's row, as
+ * a status transaction takes them.  Run inside a transaction holding the
+ * deployment's row (as release_deployment did), it waited for a device
+ * whose status transaction waited for that deployment row: a deadlock.
+ * Their retained manifests are cleared after commit.  0 / -1 (logged). */
+static int fail_release(struct pd *pd, const char *dep_id, const char *name, const char *why)
 {
+    struct pn_err err;
     char reason[PN_ERR_MAX + 32];
     snprintf(reason, sizeof(reason), "release check failed: %s", why);
-    pause_deployment(pd, dep_id, name, reason);
     const char *v[] = {dep_id};
-    return end_inflight(pd, "u.deployment_id = $1", 1, v, "cancelled", reason, ended, err) < 0 ? -1
-                                                                                               : 0;
+    json_t *ended = json_array();
+    if (!ended || pn_db_begin(pd->db, &err) < 0 ||
+        end_inflight(pd, "u.deployment_id = $1", 1, v, "cancelled", reason, ended, &err) < 0)
+        goto fail;
+    pause_deployment(pd, dep_id, name, reason);
+    if (pn_db_commit(pd->db, &err) < 0)
+        goto fail;
+    clear_manifests(pd, ended);
+    json_decref(ended);
+    return 0;
+fail:
+    pn_db_rollback(pd->db);
+    pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
+    pd_log(PD_ERR "deployment %s: %s", name, ended ? err.msg : "out of memory");
+    json_decref(ended);
+    return -1;
 }
 
 struct issue {
@@ -485,16 +532,9 @@ static int release_deployment(struct pd *pd, const char *dep_id)
         release_check(pd, &f, &err) < 0) {
         PQclear(dep);
         fwrow_free(&f);
-        json_t *ended = json_array();
-        char why[PN_ERR_MAX];
-        snprintf(why, sizeof(why), "%s", err.msg);
-        if (fail_release(pd, dep_id, name, why, ended, &err) < 0 ||
-            pn_db_commit(pd->db, &err) < 0) {
-            json_decref(ended);
-            goto dberr;
-        }
-        clear_manifests(pd, ended);
-        json_decref(ended);
+        /* The deployment's row is let go first: fail_release locks it last. */
+        pn_db_rollback(pd->db);
+        fail_release(pd, dep_id, name, err.msg);
         return 0;
     }
     if (slots <= 0) {
@@ -558,18 +598,14 @@ int pd_rollout_tick(struct pd *pd)
 }
 
 /* Renewal rows from `from` on that share its firmware failed their release
- * check: each of their deployments fails (pause, cancel in flight). */
-static int fail_rows(struct pd *pd, PGresult *r, int from, int n, const char *msg, json_t *ended,
-                     struct pn_err *err)
+ * check: each of their deployments fails (cancel in flight, pause), each in
+ * a transaction of its own. */
+static void fail_rows(struct pd *pd, PGresult *r, int from, int n, const char *why)
 {
-    char why[PN_ERR_MAX];
-    snprintf(why, sizeof(why), "%s", msg);
     const char *fid = PQgetvalue(r, from, 3);
     for (int k = from; k < n && !strcmp(PQgetvalue(r, k, 3), fid); k++)
         if (k == from || strcmp(PQgetvalue(r, k, 1), PQgetvalue(r, k - 1, 1)) != 0)
-            if (fail_release(pd, PQgetvalue(r, k, 1), PQgetvalue(r, k, 2), why, ended, err) < 0)
-                return -1;
-    return 0;
+            fail_release(pd, PQgetvalue(r, k, 1), PQgetvalue(r, k, 2), why);
 }
 
 /* Re-issues, each with a fresh sequence, the in-flight updates a query
@@ -594,22 +630,23 @@ static int reissue(struct pd *pd, const char *sql, int nv, const char *const *v,
     struct issue *issues = calloc((size_t)n + 1, sizeof(*issues));
     bool *publish = calloc((size_t)n + 1, sizeof(*publish));
     struct fwrow *fws = calloc((size_t)n + 1, sizeof(*fws));
-    json_t *ended = json_array();
+    char(*failed)[PN_ERR_MAX] = calloc((size_t)n + 1, sizeof(*failed)); /* per firmware: why */
     time_t issued = time(NULL);
     int nfw = 0, result = -1;
-    if (!issues || !publish || !fws || !ended)
+    if (!issues || !publish || !fws || !failed)
         goto fail;
     /* Rows come grouped by firmware: check each firmware once, before any
-     * sequence is taken.  A failure cancels its deployments' updates. */
+     * sequence is taken.  A failure cancels its deployments' updates, after
+     * this transaction (fail_release). */
     bool ok = false;
     for (int i = 0; i < n; i++) {
         const char *dep_id = PQgetvalue(r, i, 1);
         int64_t fid = strtoll(PQgetvalue(r, i, 3), NULL, 10);
         if (nfw == 0 || fws[nfw - 1].id != fid) {
             ok = load_fw(pd, fid, &fws[nfw], &err) == 0 && release_check(pd, &fws[nfw], &err) == 0;
+            if (!ok)
+                snprintf(failed[nfw], sizeof(failed[nfw]), "%s", err.msg[0] ? err.msg : "?");
             fws[nfw++].id = fid;
-            if (!ok && fail_rows(pd, r, i, n, err.msg, ended, &err) < 0)
-                goto fail;
         }
         if (!ok)
             continue;
@@ -620,13 +657,15 @@ static int reissue(struct pd *pd, const char *sql, int nv, const char *const *v,
     }
     if (pn_db_commit(pd->db, &err) < 0)
         goto fail;
-    clear_manifests(pd, ended);
     for (int i = 0, k = -1; i < n; i++) {
         int64_t fid = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+        bool first = k < 0 || fws[k].id != fid;
         while (k < 0 || fws[k].id != fid)
             k++;
         if (publish[i])
             publish_manifest(pd, &fws[k], PQgetvalue(r, i, 2), &issues[i], issued);
+        else if (first && failed[k][0])
+            fail_rows(pd, r, i, n, failed[k]);
     }
     result = n;
 fail:
@@ -637,9 +676,9 @@ fail:
     for (int k = 0; k < nfw; k++)
         fwrow_free(&fws[k]);
     free(fws);
+    free(failed);
     free(publish);
     free(issues);
-    json_decref(ended);
     PQclear(r);
     return result;
 dberr:
@@ -811,7 +850,12 @@ int pd_end_stale(struct pd *pd)
     char why[96];
     snprintf(why, sizeof(why), "no status report for %d s", pd->cfg.inflight_timeout);
     int a = -1, b = -1;
-    if (!ended || pn_db_begin(pd->db, &err) < 0)
+    /* Every device of both kinds locked at once, in id order (a second
+     * sorted run after the first could cross another instance's). */
+    if (!ended || pn_db_begin(pd->db, &err) < 0 ||
+        lock_devices(
+            pd, "d.status <> 'active' OR u.updated_at < now() - make_interval(secs => $1::int)", 1,
+            v, &err) < 0)
         goto fail;
     a = end_inflight(pd, "d.status <> 'active'", 0, NULL, "cancelled", "device revoked", ended,
                      &err);

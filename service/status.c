@@ -36,12 +36,34 @@ static int tcmd(struct txn *t, struct pn_err *err, const char *sql, int n, const
     return r ? 0 : -1;
 }
 
+/* Brokers whose retained manifest one report may clear (one per ended
+ * update recorded on a distinct broker; one is the norm). */
+#define CLEARS_MAX 8
+
 /* What a committed status run leaves to do after its commit. */
 struct status_done {
     bool clear;
-    char clear_on[65]; /* the broker holding the retained manifest */
+    /* The brokers holding the retained manifests of the updates it ended,
+     * each its own: a device's other update in flight may be recorded on
+     * another broker, whose manifest is not the one that ended. */
+    int nclear;
+    char clear_on[CLEARS_MAX][65];
     unsigned long completed, failed, held_back;
 };
+
+/* Row i of the in-flight updates ended: its manifest is to be cleared. */
+static void clear_later(struct status_done *done, PGresult *r, int i)
+{
+    done->clear = true;
+    if (PQgetisnull(r, i, 4))
+        return; /* published nowhere */
+    const char *broker = PQgetvalue(r, i, 4);
+    for (int k = 0; k < done->nclear; k++)
+        if (strcmp(done->clear_on[k], broker) == 0)
+            return;
+    if (done->nclear < CLEARS_MAX)
+        snprintf(done->clear_on[done->nclear++], sizeof(done->clear_on[0]), "%s", broker);
+}
 
 /* One run of the status transaction.  Locks, in the order every writer of
  * these rows takes them (rollout.c's reissue too): the device's row, then
@@ -96,8 +118,6 @@ static int record_status(struct pd *pd, struct txn *t, const char *identifier,
         const char *dep = PQgetvalue(r, i, 0), *name = PQgetvalue(r, i, 3);
         int attempts = atoi(PQgetvalue(r, i, 1));
         const char *why = reason ? reason : "";
-        if (!PQgetisnull(r, i, 4))
-            snprintf(done->clear_on, sizeof(done->clear_on), "%s", PQgetvalue(r, i, 4));
         if (uuid && strcmp(uuid, PQgetvalue(r, i, 2)) == 0) {
             const char *v[] = {device_id, dep};
             if (tcmd(t, err,
@@ -105,7 +125,7 @@ static int record_status(struct pd *pd, struct txn *t, const char *identifier,
                      "updated_at = now() WHERE device_id = $1 AND deployment_id = $2",
                      2, v) < 0)
                 goto dberr_r;
-            done->clear = true;
+            clear_later(done, r, i);
             done->completed++;
             pd_log("%s completed deployment %s (firmware %s)", identifier, name, uuid);
         } else if (state && strcmp(state, "failed") == 0) {
@@ -134,7 +154,7 @@ static int record_status(struct pd *pd, struct txn *t, const char *identifier,
                        attempts, name, why);
                 continue;
             }
-            done->clear = true;
+            clear_later(done, r, i);
             pd_log("%s failed deployment %s %d times (%s): held back for %d s", identifier, name,
                    attempts, why, pd->cfg.penalty);
             const char *fv[] = {dep};
@@ -170,7 +190,9 @@ static int record_status(struct pd *pd, struct txn *t, const char *identifier,
         }
     }
     PQclear(r);
-    if (tcmd(t, err, "COMMIT", 0, NULL) < 0)
+    /* pn_db_commit: an audit row that failed above leaves an aborted
+     * transaction, whose COMMIT "succeeds" with nothing written. */
+    if (pn_db_commit(t->db, err) < 0)
         goto dberr;
     return 0;
 dberr_r:
@@ -217,7 +239,9 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
     pd_metrics_add(pd->metrics, PD_M_COMPLETIONS, done.completed);
     pd_metrics_add(pd->metrics, PD_M_FAILURES, done.failed);
     pd_metrics_add(pd->metrics, PD_M_PENALTIES, done.held_back);
-    if (done.clear)
-        pd_clear_manifest(pd, identifier, done.clear_on[0] ? done.clear_on : NULL);
+    if (done.clear && done.nclear == 0)
+        pd_clear_manifest(pd, identifier, NULL); /* forgets what is in flight */
+    for (int k = 0; k < done.nclear; k++)
+        pd_clear_manifest(pd, identifier, done.clear_on[k]);
     return 0;
 }

@@ -50,6 +50,24 @@ static void test_addr_split(void)
     CHECK(pn_addr_split("h:80x", host, sizeof(host), &port) < 0);
     CHECK(pn_addr_split("a-very-long-host-name:80", host, sizeof(host), &port) < 0);
     CHECK(pn_addr_split(NULL, host, sizeof(host), &port) < 0);
+    /* Brackets only around the whole host, right before the port's colon;
+     * an unbracketed IPv6 address is ambiguous (where does its port
+     * start?); the port is digits only (strtol also takes a sign and
+     * leading blanks); no blanks or control characters in the host. */
+    CHECK(pn_addr_split("[:8883", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("[::1:8883", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("::1]:8883", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("[::1]x:8883", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("[[::1]]:8883", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("::1:8883", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("h:+80", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("h: 80", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("h:-0", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("h:99999999999999999999", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("a b:80", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("a\nb:80", host, sizeof(host), &port) < 0);
+    CHECK(pn_addr_split("[fe80::1]:1", host, sizeof(host), &port) == 0);
+    CHECK(strcmp(host, "fe80::1") == 0 && port == 1);
 }
 
 static void test_topic_root(void)
