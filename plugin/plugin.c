@@ -611,8 +611,14 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
     /* At SIGHUP Mosquitto re-authenticates every session, offline durable
      * ones too, without a certificate: those keep theirs while the identity
      * they were given is still admissible.  A certificate-less CONNECT at
-     * any other time is refused. */
-    if (!cert && p->reloading &&
+     * any other time is refused.  "reloading" lasts until the next TICK,
+     * and 2.1 reads the network before it (its TICK waits its turn; 2.0
+     * serves websockets first): a new CONNECT there, on a listener that
+     * asks no certificate, would claim any identity by its username.  A
+     * new connection has no subscriptions before it is authorised; the
+     * sessions worth keeping have them (without any, an offline session
+     * holds no messages, and the device loses nothing by reconnecting). */
+    if (!cert && p->reloading && mosquitto_client_sub_count(ed->client) > 0 &&
         pn_admit_reload_keeps(p->state, cid, mosquitto_client_username(ed->client)))
         return MOSQ_ERR_SUCCESS;
     if (!p->loaded && cert && cid && p->complete_auth && wait_for_load(p, ed->client, cid, cert))
