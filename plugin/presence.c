@@ -233,7 +233,11 @@ static int claim(struct pn_presence *p, PGconn *db, struct pn_err *err)
     int n = read_row(db, p->broker_id, p->claim_hb, started, addr, &live, err);
     if (n < 0)
         return -1;
-    if (n == 1 && live) {
+    /* With this broker's own service address the row is its own, from a
+     * run that crashed a moment ago (or piniond could not tell the two
+     * brokers apart anyway): taken at once, so that the devices of a
+     * restarted broker are found there without delay. */
+    if (n == 1 && live && strcmp(addr, p->service_address) != 0) {
         p->started[0] = '\0';
         p->claim_ms = pn_mono_ms() + (PN_HEARTBEAT_S + 1) * 1000L;
         return 0;
