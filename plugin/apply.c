@@ -157,7 +157,13 @@ void pn_apply_op(struct pn_state **sp, struct pn_op *op, pn_kick_fn kick, void *
         p = pn_map_get(s->pins, op->bin, PN_SHA256);
         if (p && p->dev && kick)
             kick(arg, p->dev->identifier, 0);
-        pn_state_del_pin(s, op->bin);
+        d = pn_state_del_pin(s, op->bin);
+        /* A JITP device made here for this pin (still pending, id 0) was
+         * not stored either.  Left behind, it made the next first connect
+         * of its identifier look like one of an existing device, which the
+         * worker then found missing and refused, until the next full load. */
+        if (d && d->id == 0 && !d->pins)
+            d->status = PN_GONE;
         break;
     case PN_OP_SERVICE_PUT: {
         /* Revoked (or renamed): every session under the old name goes,

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +64,9 @@ struct plugin {
     bool loaded;                              /* the state came from the database once */
     void (*complete_auth)(const char *, int); /* 2.1's mosquitto_complete_basic_auth */
     struct waiting *waiting;                  /* CONNECTs held until the first load */
-    struct pn_metrics metrics;                /* $SYS/broker/pinion/... (metrics.c) */
+    const void *completing;    /* the waiting client being answered (answer_waiting) */
+    bool completed;            /* ... and the broker did connect it (on_connect) */
+    struct pn_metrics metrics; /* $SYS/broker/pinion/... (metrics.c) */
 };
 
 /* 2.1: a CONNECT that arrives before the plugin ever loaded its state (the
@@ -79,6 +82,18 @@ struct plugin {
 #define PN_ERR_AUTH_DELAYED (-5) /* MOSQ_ERR_AUTH_DELAYED, which 2.0 lacks */
 #if !(LIBMOSQUITTO_MAJOR == 2 && LIBMOSQUITTO_MINOR == 0)
 _Static_assert(PN_ERR_AUTH_DELAYED == MOSQ_ERR_AUTH_DELAYED, "MOSQ_ERR_AUTH_DELAYED changed");
+#endif
+/* 2.1's MOSQ_EVT_CONNECT and its event data, which 2.0's headers lack. */
+#define PN_EVT_CONNECT 11
+struct pn_evt_connect {
+    void *future;
+    struct mosquitto *client;
+};
+#if !(LIBMOSQUITTO_MAJOR == 2 && LIBMOSQUITTO_MINOR == 0)
+_Static_assert(PN_EVT_CONNECT == MOSQ_EVT_CONNECT, "MOSQ_EVT_CONNECT changed");
+_Static_assert(offsetof(struct pn_evt_connect, client) ==
+                   offsetof(struct mosquitto_evt_connect, client),
+               "struct mosquitto_evt_connect changed");
 #endif
 struct waiting {
     struct waiting *next;
@@ -534,9 +549,6 @@ static bool admit_waiting(struct plugin *p, struct waiting *w, time_t now)
         a.refusal = PN_REFUSED_INTERNAL;
         snprintf(a.reason, sizeof(a.reason), "out of memory while pinning");
     }
-    /* As on_basic_auth does: piniond finds the device on this broker. */
-    if (a.kind != PN_REFUSE)
-        pn_sync_connected(p->sync, a.identifier, w->client);
     pn_metrics_admission(&p->metrics, &a);
     if (a.kind == PN_REFUSE)
         mosquitto_log_printf(MOSQ_LOG_NOTICE, "pinion: refused certificate %s identifier %s: %s",
@@ -558,7 +570,18 @@ static void answer_waiting(struct plugin *p)
         }
         *pp = w->next; /* unlinked before the broker runs anything for it */
         bool ok = admit_waiting(p, w, now);
+        /* As on_basic_auth does, piniond must find the device on this
+         * broker, but only if the broker connects it: 2.1 tells plugins
+         * nothing of a waiting client that left (its context is dropped
+         * without MOSQ_EVT_DISCONNECT), and a presence recorded for it
+         * would never be cleared.  The broker connects it inside
+         * complete_auth, where MOSQ_EVT_CONNECT (on_connect) says so. */
+        p->completing = w->client;
+        p->completed = false;
         p->complete_auth(w->client_id, ok ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH);
+        p->completing = NULL;
+        if (ok && p->completed)
+            pn_sync_connected(p->sync, w->client_id, w->client);
         X509_free(w->cert);
         free(w->client_id);
         free(w);
@@ -588,8 +611,14 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
     /* At SIGHUP Mosquitto re-authenticates every session, offline durable
      * ones too, without a certificate: those keep theirs while the identity
      * they were given is still admissible.  A certificate-less CONNECT at
-     * any other time is refused. */
-    if (!cert && p->reloading &&
+     * any other time is refused.  "reloading" lasts until the next TICK,
+     * and 2.1 reads the network before it (its TICK waits its turn; 2.0
+     * serves websockets first): a new CONNECT there, on a listener that
+     * asks no certificate, would claim any identity by its username.  A
+     * new connection has no subscriptions before it is authorised; the
+     * sessions worth keeping have them (without any, an offline session
+     * holds no messages, and the device loses nothing by reconnecting). */
+    if (!cert && p->reloading && mosquitto_client_sub_count(ed->client) > 0 &&
         pn_admit_reload_keeps(p->state, cid, mosquitto_client_username(ed->client)))
         return MOSQ_ERR_SUCCESS;
     if (!p->loaded && cert && cid && p->complete_auth && wait_for_load(p, ed->client, cid, cert))
@@ -801,6 +830,16 @@ static int on_disconnect(int event, void *event_data, void *userdata)
     return MOSQ_ERR_SUCCESS;
 }
 
+/* 2.1 only: a CONNECT accepted.  Only answer_waiting wants to know. */
+static int on_connect(int event, void *event_data, void *userdata)
+{
+    struct plugin *p = userdata;
+    (void)event;
+    if (p->completing && ((struct pn_evt_connect *)event_data)->client == p->completing)
+        p->completed = true;
+    return MOSQ_ERR_SUCCESS;
+}
+
 static int on_reload(int event, void *event_data, void *userdata)
 {
     struct plugin *p = userdata;
@@ -903,7 +942,9 @@ __attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugi
         mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, p) ||
         mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_tick, NULL, p) ||
         mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, on_reload, NULL, p) ||
-        mosquitto_callback_register(identifier, MOSQ_EVT_DISCONNECT, on_disconnect, NULL, p)) {
+        mosquitto_callback_register(identifier, MOSQ_EVT_DISCONNECT, on_disconnect, NULL, p) ||
+        (p->complete_auth &&
+         mosquitto_callback_register(identifier, PN_EVT_CONNECT, on_connect, NULL, p))) {
         mosquitto_log_printf(MOSQ_LOG_ERR, "pinion: cannot register callbacks");
         destroy(p);
         return MOSQ_ERR_UNKNOWN;
@@ -934,6 +975,8 @@ mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int opti
     mosquitto_callback_unregister(p->pid, MOSQ_EVT_TICK, on_tick, NULL);
     mosquitto_callback_unregister(p->pid, MOSQ_EVT_RELOAD, on_reload, NULL);
     mosquitto_callback_unregister(p->pid, MOSQ_EVT_DISCONNECT, on_disconnect, NULL);
+    if (p->complete_auth)
+        mosquitto_callback_unregister(p->pid, PN_EVT_CONNECT, on_connect, NULL);
     if (p->waker)
         mosquitto_log_printf(MOSQ_LOG_INFO, "pinion: waker sent %lu signals",
                              atomic_load(&p->waker->signals));

@@ -45,6 +45,11 @@ struct pn_presence {
     char conflict[512]; /* worker: why this broker writes no presence, "" if it does */
     long conflict_ms;   /* worker: when it was last checked */
     bool conflict_new;  /* worker: not yet logged */
+    /* Worker: a live registry row found at start is watched for one more
+     * heartbeat before it is taken (see claim); until claim_ms (pn_mono_ms)
+     * marks wait and nothing is written.  0: not watching. */
+    long claim_ms;
+    char claim_hb[64]; /* the row's heartbeat_at when it was found */
 };
 
 static long now_ms(clockid_t c)
@@ -216,25 +221,49 @@ static int take_row(struct pn_presence *p, PGconn *db, struct pn_err *err)
  * crashed a moment ago (this one, restarted) or a second broker with the
  * same broker_id.  Waiting out one heartbeat tells them apart: only a
  * running broker beats again.  Taking its row would delete its devices'
- * presence and have piniond send their updates here. */
+ * presence and have piniond send their updates here.  The wait is not a
+ * sleep: register runs on the broker's main thread (mosquitto_plugin_init,
+ * through pn_sync_load_now), and a sleep there held the broker's start for
+ * 3 s after every crash; on the worker it would hold pins and kicks.  The
+ * row is checked again by the first flush after claim_ms (settle). */
 static int claim(struct pn_presence *p, PGconn *db, struct pn_err *err)
 {
-    char hb[64], hb2[64], started[64], addr[128];
+    char started[64], addr[128];
+    bool live = false;
+    int n = read_row(db, p->broker_id, p->claim_hb, started, addr, &live, err);
+    if (n < 0)
+        return -1;
+    /* With this broker's own service address the row is its own, from a
+     * run that crashed a moment ago (or piniond could not tell the two
+     * brokers apart anyway): taken at once, so that the devices of a
+     * restarted broker are found there without delay. */
+    if (n == 1 && live && strcmp(addr, p->service_address) != 0) {
+        p->started[0] = '\0';
+        p->claim_ms = pn_mono_ms() + (PN_HEARTBEAT_S + 1) * 1000L;
+        return 0;
+    }
+    return take_row(p, db, err);
+}
+
+/* The end of claim's wait: beaten again, the row is another running
+ * broker's; else it is taken.  Until take_row succeeds claim_ms stays set,
+ * so a failure is retried by the next flush. */
+static int settle(struct pn_presence *p, PGconn *db, struct pn_err *err)
+{
+    char hb[64], started[64], addr[128];
     bool live = false;
     int n = read_row(db, p->broker_id, hb, started, addr, &live, err);
     if (n < 0)
         return -1;
-    if (n == 1 && live) {
-        sleep(PN_HEARTBEAT_S + 1);
-        n = read_row(db, p->broker_id, hb2, started, addr, &live, err);
-        if (n < 0)
-            return -1;
-        if (n == 1 && strcmp(hb, hb2) != 0) {
-            set_conflict(p, addr, started);
-            return 0;
-        }
+    if (n == 1 && strcmp(hb, p->claim_hb) != 0) {
+        p->claim_ms = 0;
+        set_conflict(p, addr, started);
+        return 0;
     }
-    return take_row(p, db, err);
+    if (take_row(p, db, err) < 0)
+        return -1;
+    p->claim_ms = 0;
+    return 0;
 }
 
 int pn_presence_register(struct pn_presence *p, PGconn *db, struct pn_err *err)
@@ -349,6 +378,8 @@ static int write_marks(struct pn_presence *p, PGconn *db, json_t *marks, struct 
 int pn_presence_flush(struct pn_presence *p, PGconn *db, struct pn_err *err)
 {
     long now = pn_mono_ms();
+    if (p->claim_ms) /* marks wait until the row is this run's, or another's */
+        return now < p->claim_ms ? 0 : settle(p, db, err);
     bool due_beat = now - p->last_beat_ms >= PN_HEARTBEAT_S * 1000L;
     if (!due_beat && now - p->last_flush_ms < FLUSH_MS)
         return 0;

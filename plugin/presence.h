@@ -32,11 +32,14 @@ void pn_presence_free(struct pn_presence *p);
 void pn_presence_connected(struct pn_presence *p, const char *identifier, const void *client);
 void pn_presence_disconnected(struct pn_presence *p, const char *identifier, const void *client);
 
-/* Worker thread.  At start: (re)writes this broker's registry row and
- * deletes the presence rows a previous run of it left behind.  A row beaten
- * in the last 10 s is watched for one heartbeat first (up to 3 s): if it is
- * beaten again, another running broker has this broker_id, and this one
- * leaves its row and rows alone (pn_presence_conflict). */
+/* At start (the broker's main thread, or the worker's when the database
+ * was down then): (re)writes this broker's registry row and deletes the
+ * presence rows a previous run of it left behind.  Never sleeps: a row
+ * beaten in the last 10 s under another service address is watched for
+ * one heartbeat first (3 s, by pn_presence_flush, which writes no marks
+ * meanwhile): if it is beaten again, another running broker has this
+ * broker_id, and this one leaves its row and rows alone
+ * (pn_presence_conflict). */
 int pn_presence_register(struct pn_presence *p, PGconn *db, struct pn_err *err);
 /* Heartbeat (every PN_HEARTBEAT_S) and the queued marks (every pass that
  * has some), in one transaction.  -1 when the database failed: the marks

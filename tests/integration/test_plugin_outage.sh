@@ -64,7 +64,7 @@ setup "$PINION" ca create --cn "Outage CA" --out ca
 code=$("$PINION" ca code acme 2>/dev/null) || bail_out "ca code failed"
 setup "$PINION" ca verification-cert --ca ca --code "$code" --out v.pem
 setup "$PINION" ca register acme ca/ca.pem --verification-cert v.pem --jitp sensor
-for id in P U Q R; do setup "$PINION" device cert --ca ca --id "$id" --out devs; done
+for id in P U Q R S; do setup "$PINION" device cert --ca ca --id "$id" --out devs; done
 
 pins_of() {
     sql2 "SELECT count(*) FROM device_certificates c JOIN devices d ON d.id = c.device_id
@@ -165,7 +165,14 @@ case $BROKER_VERSION in
     wait_P=$PROBE_PID
     probe_bg b2 devs/Q Q "$T/wait-Q.out"
     wait_Q=$PROBE_PID
+    # S leaves while it waits, and the load comes before its 20 s are up:
+    # 2.1 tells plugins nothing of a waiting client that leaves, and its
+    # answer then admits no one, so S must not be recorded as present.
+    probe_bg b2 devs/S S "$T/wait-S.out"
+    wait_S=$PROBE_PID
     sleep 1 # (pn-probe waits 10 s for its CONNACK; the worker retries every 5 s)
+    kill "$wait_S"
+    wait "$wait_S" 2>/dev/null
     assert_eq "pinned P and new Q wait for the first load (no CONNACK yet)" \
         "$(cat "$T/wait-P.out" "$T/wait-Q.out" | grep -c '^connack')" 0
     ;;
@@ -181,6 +188,8 @@ if [ -n "${wait_P:-}" ]; then
             "$(sql2 "SELECT * FROM device_presence")"
     fi
     wait "$wait_P" "$wait_Q"
+    assert_eq "S, which left while it waited, is not recorded as present" \
+        "$(sql2 "SELECT count(*) FROM device_presence WHERE identifier = 'S'")" 0
     assert_eq "once it has loaded, waiting P is admitted" "$(head -1 "$T/wait-P.out")" "connack 0"
     assert_eq "and waiting Q too" "$(head -1 "$T/wait-Q.out")" "connack 0"
     kill -0 "${BROKER_PID[b2]}" 2>/dev/null && pass "the broker is still running" ||
