@@ -161,7 +161,7 @@ case $BROKER_VERSION in
         fail "a device that waited 20 s for the first load is refused" "$(tail -5 "${BROKER_LOG[b2]}")"
     fi
     assert_eq "R got no CONNACK while it waited" "$(grep -c '^connack' "$T/wait-R.out")" 0
-    probe_bg b2 devs/P P "$T/wait-P.out" --stay 4
+    probe_bg b2 devs/P P "$T/wait-P.out" --stay 8
     wait_P=$PROBE_PID
     probe_bg b2 devs/Q Q "$T/wait-Q.out"
     wait_Q=$PROBE_PID
@@ -181,7 +181,7 @@ pg2_start || bail_out "cannot restart the private cluster: $(cat "$T/pg2-ctl.log
 if [ -n "${wait_P:-}" ]; then
     # A device admitted after waiting is where piniond looks for it.
     wait_until 10 grep -qx 'connack 0' "$T/wait-P.out"
-    if wait_until 5 test "$(sql2 "SELECT broker_id FROM device_presence WHERE identifier = 'P'")" = b2; then
+    if wait_until 7 test "$(sql2 "SELECT broker_id FROM device_presence WHERE identifier = 'P'")" = b2; then
         pass "waiting P, once admitted, is recorded as present on b2"
     else
         fail "waiting P, once admitted, is recorded as present on b2" \
