@@ -529,6 +529,7 @@ static int persist_batch(struct pn_sync *s, struct pn_pin_req **v, int n, struct
             pn_op_free(dop);
             pn_op_free(pop);
         }
+        s->pins_since_analyze++;
         publish_registration(s, r, out[i].org, out[i].pinned_ms);
         pn_sync_log(s, PN_LOG_NOTICE, "pinion: pinned certificate %s to device %s (CA %s)",
                     r->cert_id, r->identifier, r->ca_id);
@@ -602,6 +603,35 @@ int pn_persist_pins(struct pn_sync *s, struct pn_err *err)
         n += k;
     }
     return n;
+}
+
+/* A fleet switching to Pinion starts from nearly empty tables, and
+ * PostgreSQL plans the foreign-key checks of this connection's inserts once,
+ * for the table as it was then: a sequential scan of `devices` for every
+ * pin, growing with the storm, until autovacuum's ANALYZE (up to a minute
+ * later) has them planned again.  Measured with pg_stat_statements in a
+ * 2,000-device storm from empty tables: the check took 0.048 ms a pin
+ * instead of 0.002.  So the worker analyzes the tables itself once it has
+ * stored ANALYZE_MIN pins and then whenever its pins have grown the table by
+ * a fifth.  Without owning the tables ANALYZE only warns, and nothing changes. */
+#define ANALYZE_MIN 500
+
+void pn_persist_analyze(struct pn_sync *s)
+{
+    if (!s->db || s->pins_since_analyze < ANALYZE_MIN ||
+        s->pins_since_analyze * 5.0 < s->pins_at_analyze)
+        return;
+    PGresult *r = PQexec(s->db, "SET client_min_messages = error; "
+                                "ANALYZE devices, device_certificates, device_presence; "
+                                "RESET client_min_messages; "
+                                "SELECT reltuples FROM pg_class WHERE oid = "
+                                "'device_certificates'::regclass");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        s->pins_at_analyze = atof(PQgetvalue(r, 0, 0));
+    else
+        s->pins_at_analyze += (double)s->pins_since_analyze;
+    PQclear(r);
+    s->pins_since_analyze = 0;
 }
 
 void pn_persist_seen(struct pn_sync *s)

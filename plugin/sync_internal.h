@@ -46,6 +46,10 @@ struct pn_sync {
     struct pn_presence *presence;
     bool registered; /* this broker's registry row written, its old presence cleared */
     time_t last_full, last_seen_flush;
+    /* Pins stored by this worker since its last ANALYZE, and the table's
+     * size then (see pn_persist_analyze). */
+    long pins_since_analyze;
+    double pins_at_analyze;
     char last_error[PN_ERR_MAX];
 };
 
@@ -95,6 +99,9 @@ int pn_persist_prepare(PGconn *db, struct pn_err *err);
 /* Stores the queued pin requests once they are due.  How many it handled,
  * or -1 with err when the connection failed (they are queued again). */
 int pn_persist_pins(struct pn_sync *s, struct pn_err *err);
+
+/* ANALYZE after many pins stored from small tables (persist.c). */
+void pn_persist_analyze(struct pn_sync *s);
 
 /* Writes the last-seen marks, at most every SEEN_FLUSH_S; a failure is
  * logged, the marks dropped. */

@@ -57,6 +57,12 @@ static int connect_db(struct pn_sync *s, struct pn_err *err)
     }
     /* Once per run: after a lost connection the rows still hold. */
     s->registered = true;
+    /* The table's size as PostgreSQL last measured it (pn_persist_analyze). */
+    PGresult *r = PQexec(s->db, "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = "
+                                "'device_certificates'::regclass");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        s->pins_at_analyze = atof(PQgetvalue(r, 0, 0));
+    PQclear(r);
     return 0;
 }
 
@@ -203,6 +209,7 @@ static void *worker(void *arg)
         int due = pn_sync_pins_due_ms(s);
         timeout = notified > 0 || pinned > 0 ? 0 : due < 100 ? due : 100;
         pn_persist_seen(s);
+        pn_persist_analyze(s);
         if (pn_presence_flush(s->presence, s->db, &err) < 0) {
             lost(s, err.msg);
             continue;
