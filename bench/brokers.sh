@@ -12,6 +12,8 @@
 #   pinion - Mosquitto + the built plugin, capath = its trust directory.
 # Source it with N, BUILD set and the repository root as working directory.
 
+. bench/common.sh
+
 say() { printf 'bench: %s\n' "$*"; }
 field() { sed -n "s/.*[ ]$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR ? v[int((NR+1)/2)] : 0)}'; }
@@ -23,7 +25,7 @@ bench_setup() {
     W=$(mktemp -d /tmp/pinion-bench.XXXXXX)
     chmod 0755 "$W"
     BROKER_PID=""
-    trap 'stop_broker; bash tests/harness/pg.sh stop "$W/pg" >/dev/null 2>&1; rm -rf "$W"' EXIT
+    trap 'stop_broker; bench_pg_cleanup' EXIT
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
     mkdir -p "$CACHE"

@@ -27,7 +27,7 @@ BUILD=$(cd "${4:-build}" && pwd)
 
 bench_setup "$N"
 say "connect storm: $N EC P-256 devices, $CONC connecting at a time, $ROUNDS rounds;" \
-    "$(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p')), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    "$(bench_machine)"
 
 declare -A RATES CPU PGCPU
 fail=0

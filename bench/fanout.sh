@@ -17,12 +17,8 @@ BUILD=$(cd "${2:-build}" && pwd)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ $((2 * N + 200)) -le "$(ulimit -n)" ] ||
     echo "fanout.sh: HAProxy needs ~$((2 * N + 200)) descriptors, the limit is $(ulimit -n)" >&2
-W=$(mktemp -d /tmp/pinion-bench.XXXXXX)
-chmod 0755 "$W"
-trap 'bash tests/harness/pg.sh stop "$W/pg" >/dev/null 2>&1; rm -rf "$W"' EXIT
-bash tests/harness/pg.sh start "$W/pg" >/dev/null
-export PINION="$BUILD/pinion" PINION_PROBE="$BUILD/tests/tools/pn-probe" \
-    PINION_PLUGIN="$BUILD/plugin/pinion_plugin.so" PINION_BUILD="$BUILD" PINION_SOURCE="$PWD" \
-    PINION_FIXTURES="$PWD/tests/fixtures" PINION_HARNESS_STATE="$W/pg" \
-    FANOUT_DEVICES=$N FANOUT_TIMEOUT=$((N / 20 + 120)) HAPROXY_MAXCONN=$((N + 100))
+. bench/common.sh
+bench_pg
+bench_harness_env
+export FANOUT_DEVICES=$N FANOUT_TIMEOUT=$((N / 20 + 120)) HAPROXY_MAXCONN=$((N + 100))
 bash tests/integration/test_bench_fanout.sh

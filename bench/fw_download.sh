@@ -46,13 +46,9 @@ MIB=${1:-64}
 BUILD=$(cd "${2:-build}" && pwd)
 [ -x "$BUILD/service/piniond" ] && [ -x "$BUILD/examples/device/pinion-device" ] ||
     { echo "build first: cmake -S . -B build && cmake --build build" >&2; exit 1; }
-W=$(mktemp -d /tmp/pinion-dlbench.XXXXXX)
-chmod 0755 "$W"
-trap 'bash tests/harness/pg.sh stop "$W/pg" >/dev/null 2>&1; rm -rf "$W"' EXIT
-bash tests/harness/pg.sh start "$W/pg" >/dev/null
-export PINION=$BUILD/pinion PINION_BUILD=$BUILD PINION_SOURCE=$PWD \
-    PINION_PLUGIN=$BUILD/plugin/pinion_plugin.so PINION_PROBE=$BUILD/tests/tools/pn-probe \
-    PINION_HARNESS_STATE=$W/pg PINION_FIXTURES=$PWD/tests/fixtures
+. bench/common.sh
+bench_pg
+bench_harness_env
 
 run() { # MIB CHUNK NODELAY LABEL
     local out line

@@ -26,7 +26,7 @@ BUILD=$(cd "${4:-build}" && pwd)
 
 bench_setup "$N"
 say "message throughput: $N devices + 1 service, $MSGS messages a run, $ROUNDS rounds;" \
-    "$(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p')), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    "$(bench_machine)"
 
 # Pins first, so that the runs measure messages, not first connects.
 start_broker pinion

@@ -8,10 +8,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${1:-1000000}
 BUILD=${2:-build}
-W=$(mktemp -d /tmp/pinion-bench.XXXXXX)
-chmod 0755 "$W"
-trap 'bash tests/harness/pg.sh stop "$W/pg" >/dev/null 2>&1; rm -rf "$W"' EXIT
-bash tests/harness/pg.sh start "$W/pg" >/dev/null
+. bench/common.sh
+bench_pg
 . "$W/pg/pg.env"
 "$PINION_PG_BIN/createdb" -h "$PGHOST" -p "$PGPORT" -U postgres bench
 DB="host=$PGHOST port=$PGPORT user=postgres dbname=bench"

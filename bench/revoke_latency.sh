@@ -66,13 +66,9 @@ fi
 N=${1:-10}
 BUILD=$(cd "${2:-build}" && pwd)
 [ -x "$BUILD/plugin/pinion_plugin.so" ] || { echo "build first: cmake -S . -B build && cmake --build build" >&2; exit 1; }
-W=$(mktemp -d /tmp/pinion-revbench.XXXXXX)
-chmod 0755 "$W"
-trap 'bash tests/harness/pg.sh stop "$W/pg" >/dev/null 2>&1; rm -rf "$W"' EXIT
-bash tests/harness/pg.sh start "$W/pg" >/dev/null
-export PINION=$BUILD/pinion PINION_BUILD=$BUILD PINION_SOURCE=$PWD \
-    PINION_PLUGIN=$BUILD/plugin/pinion_plugin.so PINION_PROBE=$BUILD/tests/tools/pn-probe \
-    PINION_HARNESS_STATE=$W/pg PINION_FIXTURES=$PWD/tests/fixtures
+. bench/common.sh
+bench_pg
+bench_harness_env
 out=$(bash "$0" --inner "$N" 2>&1) || true
 grep -q '^RESULT ' <<<"$out" || { echo "failed: $(grep -m3 'Bail out\|not ok' <<<"$out")" >&2; exit 1; }
 grep '^BROKER ' <<<"$out" | sed 's/^BROKER //'
