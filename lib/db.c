@@ -87,6 +87,13 @@ PGresult *pn_db_exec(PGconn *db, struct pn_err *err, const char *sql, int n,
     return checked(db, err, PQexecParams(db, sql, n, NULL, values, lengths, formats, 0), sqlstate);
 }
 
+bool pn_db_conflict(const char *sqlstate)
+{
+    return sqlstate && (!strcmp(sqlstate, PN_SQLSTATE_DEADLOCK) ||
+                        !strcmp(sqlstate, PN_SQLSTATE_SERIALIZATION) ||
+                        !strcmp(sqlstate, PN_SQLSTATE_LOCK_TIMEOUT));
+}
+
 int pn_db_prepare(PGconn *db, struct pn_err *err, const char *name, const char *sql, int n)
 {
     PGresult *res = checked(db, err, PQprepare(db, name, sql, n, NULL), NULL);

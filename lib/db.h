@@ -8,6 +8,8 @@
 
 #include <libpq-fe.h>
 
+#include <stdbool.h>
+
 #include "err.h"
 
 /* SQLSTATE of a unique_violation, for "already exists" messages. */
@@ -17,6 +19,13 @@
  * again from its BEGIN, may well succeed. */
 #define PN_SQLSTATE_DEADLOCK "40P01"
 #define PN_SQLSTATE_SERIALIZATION "40001"
+/* SQLSTATE of a lock wait that lock_timeout ended. */
+#define PN_SQLSTATE_LOCK_TIMEOUT "55P03"
+
+/* Whether a failed statement lost a conflict with another transaction
+ * (one of the three above): not the data's fault, so the whole
+ * transaction, run again, is likely to pass.  sqlstate may be "" or NULL. */
+bool pn_db_conflict(const char *sqlstate);
 
 /* Opens a connection.  conninfo may be a keyword/value string or a URI;
  * NULL or "" means libpq's defaults (PG* environment variables).

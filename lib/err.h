@@ -14,8 +14,8 @@
 struct pn_err {
     char msg[PN_ERR_MAX];
     /* The server's SQLSTATE when a database statement failed (lib/db.c),
-     * else "": lets a caller tell a conflict worth retrying (40001, 40P01,
-     * 55P03) from a refusal. */
+     * else "": lets a caller tell a conflict worth retrying
+     * (pn_db_conflict) from a refusal. */
     char sqlstate[6];
 };
 

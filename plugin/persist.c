@@ -140,13 +140,6 @@ static void publish_registration(struct pn_sync *s, const struct pn_pin_req *r, 
 #define PIN_CONFLICTS 20 /* conflicts a pin survives before it is refused */
 #define RETRY -2         /* persist_batch: lost a conflict, the connection is fine */
 
-/* A statement that lost a conflict (serialization failure, deadlock, lock
- * timeout): the same transaction is likely to pass a moment later. */
-static bool conflict(const char *sqlstate)
-{
-    return !strcmp(sqlstate, "40001") || !strcmp(sqlstate, "40P01") || !strcmp(sqlstate, "55P03");
-}
-
 /* What became of one pin request in a batch; acted on after COMMIT. */
 struct pin_outcome {
     const char *why; /* refused: unpin with this reason (static or in msg) */
@@ -544,7 +537,7 @@ fail:
                 rc = persist_batch(s, &v[i], 1, err);
             if (rc < 0) /* the rest is retried; those done are done again, idempotently */
                 goto done;
-        } else if (conflict(err->sqlstate) && ++v[0]->conflicts < PIN_CONFLICTS) {
+        } else if (pn_db_conflict(err->sqlstate) && ++v[0]->conflicts < PIN_CONFLICTS) {
             /* Not the pin's fault: the device keeps its session and the
              * batch is retried after PIN_LINGER_MS (pn_persist_pins). */
             if (v[0]->conflicts == 1)

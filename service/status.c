@@ -218,8 +218,7 @@ int pd_handle_status(struct pd *pd, const char *identifier, const void *payload,
         rc = record_status(pd, &t, identifier, &st, &done, &err);
         if (rc < 0)
             pd_metrics_add(pd->metrics, PD_M_DB_ERRORS, 1);
-        if (rc >= 0 || (strcmp(t.sqlstate, PN_SQLSTATE_DEADLOCK) != 0 &&
-                        strcmp(t.sqlstate, PN_SQLSTATE_SERIALIZATION) != 0))
+        if (rc >= 0 || !pn_db_conflict(t.sqlstate))
             break;
         if (run < STATUS_TRIES)
             pd_log(PD_NOTICE "status from %s: %s (SQLSTATE %s); running it again (%d of %d)",
