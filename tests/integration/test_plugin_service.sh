@@ -212,6 +212,9 @@ setup "$PINION" ca verification-cert --ca ca --code "$code" --out v.pem
 setup "$PINION" ca register acme ca/ca.pem --verification-cert v.pem --jitp sensor
 setup "$PINION" device cert --ca ca --id A --out devs
 setup "$PINION" device cert --ca ca --id C --out devs
+# TLS admits A only once b1's worker has written the new CA into its trust
+# directory (CI on 2.1.2 once probed before that: no PUBACK at all).
+wait_until 5 in_trust b1 ca/ca.pem || bail_out "b1 did not write the new CA into its trust directory"
 
 denials() { grep -E "pinion: denied .*client '$2'" "${BROKER_LOG[$1]}"; }
 pubs=()
