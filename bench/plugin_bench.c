@@ -131,7 +131,7 @@ int main(int argc, char **argv)
         int k = (int)(i % REAL_CERTS);
         snprintf(name, sizeof(name), "dev-%08d", k);
         t0 = bench_now();
-        pn_admit_decide(s, &pol, certs[k], name, true, now, &a);
+        pn_admit_decide(s, &pol, certs[k], NULL, name, true, now, &a);
         us[i] = (bench_now() - t0) * 1e6;
         admitted += a.kind == PN_ADMIT_PINNED;
     }
@@ -149,7 +149,7 @@ int main(int argc, char **argv)
         int k = (int)(i % REAL_CERTS);
         snprintf(name, sizeof(name), "dev-%08d", k);
         t0 = bench_now();
-        pn_admit_decide(s, &pol, certs[k], name, true, now, &a);
+        pn_admit_decide(s, &pol, certs[k], NULL, name, true, now, &a);
         us[i] = (bench_now() - t0) * 1e6;
         fresh += a.kind == PN_ADMIT_NEW;
     }

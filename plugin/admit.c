@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
 #include <sodium.h>
 
 #include "cert.h"
@@ -31,17 +33,41 @@ static enum pn_admit_kind refuse(struct pn_admission *out, enum pn_refusal code,
     return PN_REFUSE;
 }
 
-/* The registered CA that issued cert: AKI/names match and the signature
- * verifies.  Several CAs may share a key (a renewed CA); an active one is
- * preferred so that renewing a CA does not lock out its devices. */
-static struct pn_ca *find_issuer(const struct pn_state *s, X509 *cert)
+/* Whether ca issued cert: names and key identifiers match
+ * (X509_check_issued), and cert's signature verifies with ca's key.  The
+ * TLS handshake has verified that signature already, with the key of
+ * tls_issuer (handshake.h; NULL when unknown): when that is ca's own
+ * certificate, or another with ca's key (a renewed CA), the answer is
+ * known and the ECDSA check, the costliest step of a first connect, is not
+ * repeated.  Any other key (a revoked or re-keyed CA with the same name
+ * that OpenSSL still caches, or another trust store) gets the full check. */
+static bool issued_by(X509 *cert, const struct pn_ca *ca, X509 *tls_issuer,
+                      struct pn_admission *out)
+{
+    if (X509_check_issued(ca->cert, cert) != X509_V_OK)
+        return false;
+    if (tls_issuer &&
+        (X509_cmp(tls_issuer, ca->cert) == 0 ||
+         EVP_PKEY_eq(X509_get0_pubkey(tls_issuer), X509_get0_pubkey(ca->cert)) == 1)) {
+        out->ca_sig_from_tls++;
+        return true;
+    }
+    out->ca_sig_checks++;
+    return pn_cert_issued_by(cert, ca->cert);
+}
+
+/* The registered CA that issued cert.  Several CAs may share a key (a
+ * renewed CA); an active one is preferred so that renewing a CA does not
+ * lock out its devices. */
+static struct pn_ca *find_issuer(const struct pn_state *s, X509 *cert, X509 *tls_issuer,
+                                 struct pn_admission *out)
 {
     struct pn_ca *best = NULL;
     size_t i = 0;
     void *v;
     while (pn_map_next(s->cas, &i, &v)) {
         struct pn_ca *ca = v;
-        if (!pn_cert_issued_by(cert, ca->cert))
+        if (!issued_by(cert, ca, tls_issuer, out))
             continue;
         if (!best || (best->status != PN_ACTIVE && ca->status == PN_ACTIVE))
             best = ca;
@@ -94,7 +120,7 @@ static bool rotation_allows(const struct pn_device *d, enum pn_rotation r,
 }
 
 static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_policy *pol, X509 *cert,
-                                 const char *client_id, bool db_ready, time_t now,
+                                 X509 *tls_issuer, const char *client_id, bool db_ready, time_t now,
                                  struct pn_admission *out)
 {
     struct pn_err err;
@@ -178,7 +204,7 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
         return refuse(out, PN_REFUSED_CLIENT_ID, "client id '%s' is not the device identifier '%s'",
                       client_id ? client_id : "", ident);
 
-    struct pn_ca *ca = find_issuer(s, cert);
+    struct pn_ca *ca = find_issuer(s, cert, tls_issuer, out);
     if (!ca)
         return refuse(out, PN_REFUSED_UNKNOWN_CA, "issuer is not a registered Device CA");
     if (ca->status == PN_DISABLED)
@@ -220,10 +246,11 @@ static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_polic
 }
 
 void pn_admit_decide(const struct pn_state *s, const struct pn_policy *pol, X509 *cert,
-                     const char *client_id, bool db_ready, time_t now, struct pn_admission *out)
+                     X509 *tls_issuer, const char *client_id, bool db_ready, time_t now,
+                     struct pn_admission *out)
 {
     memset(out, 0, sizeof(*out));
-    out->kind = decide(s, pol, cert, client_id, db_ready, now, out);
+    out->kind = decide(s, pol, cert, tls_issuer, client_id, db_ready, now, out);
     if (out->kind == PN_REFUSE) { /* logged: the client id is the client's */
         pn_printable(out->identifier);
         pn_printable(out->reason);

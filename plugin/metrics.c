@@ -28,6 +28,8 @@ static const char *const names[PN_M_COUNT] = {
     [PN_M_PINS_CREATED] = "pins/created",
     [PN_M_PINS_TOTAL] = "pins/total",
     [PN_M_KICKS] = "kicks",
+    [PN_M_CA_SIG_CHECKED] = "ca_signatures/checked",
+    [PN_M_CA_SIG_FROM_TLS] = "ca_signatures/from_tls",
     [PN_M_DB_CONNECTED] = "database/connected",
     [PN_M_DB_DISCONNECTS] = "database/disconnects",
     [PN_M_LOAD_AT] = "load/time",
@@ -44,6 +46,8 @@ const char *pn_metrics_name(enum pn_metric i)
 
 void pn_metrics_admission(struct pn_metrics *m, const struct pn_admission *a)
 {
+    m->v[PN_M_CA_SIG_CHECKED] += a->ca_sig_checks;
+    m->v[PN_M_CA_SIG_FROM_TLS] += a->ca_sig_from_tls;
     switch (a->kind) {
     case PN_ADMIT_PINNED:
         m->v[PN_M_ADMITTED_PINNED]++;

@@ -26,6 +26,8 @@ enum pn_metric {
     PN_M_PINS_CREATED = PN_M_REFUSED_FIRST + PN_REFUSED_COUNT,
     PN_M_PINS_TOTAL,
     PN_M_KICKS,
+    PN_M_CA_SIG_CHECKED,  /* a registered CA's signature checked on a first connect */
+    PN_M_CA_SIG_FROM_TLS, /* ... known from the TLS handshake instead (handshake.h) */
     PN_M_DB_CONNECTED,
     PN_M_DB_DISCONNECTS,
     PN_M_LOAD_AT,

@@ -31,6 +31,7 @@
 
 #include "cert.h"
 #include "denylog.h"
+#include "handshake.h"
 #include "err.h"
 #include "fsutil.h"
 #include "ident.h"
@@ -59,6 +60,7 @@ struct plugin {
     struct pn_denylog *denylog;
     time_t denylog_swept;
     X509_VERIFY_PARAM *verify_params;         /* ours, owned by OpenSSL's table */
+    bool watching;                            /* pn_handshake_watch() succeeded */
     bool broker21;                            /* the broker has 2.1's plugin API */
     struct waker *waker;                      /* NULL unless broker21 */
     bool loaded;                              /* the state came from the database once */
@@ -527,7 +529,8 @@ static bool admit_waiting(struct plugin *p, struct waiting *w, time_t now)
                              a.cert_id, w->client_id, WAIT_LOAD_S);
         return false;
     }
-    pn_admit_decide(p->state, &p->policy, w->cert, w->client_id, pn_sync_ready(p->sync), now, &a);
+    pn_admit_decide(p->state, &p->policy, w->cert, NULL, w->client_id, pn_sync_ready(p->sync), now,
+                    &a);
     if ((a.kind == PN_ADMIT_PINNED || a.kind == PN_ADMIT_NEW) &&
         strcmp(a.identifier, w->client_id) != 0) {
         a.kind = PN_REFUSE;
@@ -624,7 +627,10 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
     if (!p->loaded && cert && cid && p->complete_auth && wait_for_load(p, ed->client, cid, cert))
         return PN_ERR_AUTH_DELAYED; /* wait_for_load keeps cert */
 
-    pn_admit_decide(p->state, &p->policy, cert, cid, pn_sync_ready(p->sync), time(NULL), &a);
+    X509 *tls_issuer = pn_handshake_issuer(cert);
+    pn_admit_decide(p->state, &p->policy, cert, tls_issuer, cid, pn_sync_ready(p->sync), time(NULL),
+                    &a);
+    X509_free(tls_issuer);
     int rc = MOSQ_ERR_SUCCESS;
     char user[256];
     switch (a.kind) {
@@ -768,6 +774,7 @@ static int on_tick(int event, void *event_data, void *userdata)
     if (p->broker21)
         ((struct mosquitto_evt_tick *)event_data)->TICK_NEXT_MS = TICK_REQUEST_MS;
     time_t now = time(NULL);
+    pn_handshake_expire(now);
     if (p->denylog && now != p->denylog_swept) {
         p->denylog_swept = now;
         pn_denylog_sweep(p->denylog, now, report_denials, p);
@@ -875,6 +882,8 @@ static void destroy(struct plugin *p)
 {
     if (!p)
         return;
+    if (p->watching)
+        pn_handshake_unwatch();
     pn_sync_free(p->sync);
     pn_state_free(p->state);
     pn_denylog_free(p->denylog);
@@ -908,6 +917,12 @@ __attribute__((visibility("default"))) int mosquitto_plugin_init(mosquitto_plugi
         free(p);
         return MOSQ_ERR_UNKNOWN;
     }
+    if (pn_handshake_watch() < 0)
+        mosquitto_log_printf(MOSQ_LOG_WARNING,
+                             "pinion: OpenSSL has no purpose check for TLS clients to watch: "
+                             "every first connect checks its CA's signature itself");
+    else
+        p->watching = true;
     p->sync = pn_sync_new(&p->cfg);
     if (p->deny_log_s > 0)
         p->denylog = pn_denylog_new(p->deny_log_s);

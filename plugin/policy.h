@@ -66,14 +66,19 @@ struct pn_admission {
     struct pn_device *dev; /* NULL: the device is to be created (JITP) */
     unsigned char spki[PN_SHA256];
     time_t not_after;
+    /* Signatures of registered CAs over cert: checked here, or known from
+     * the TLS handshake (tls_issuer) and not checked again. */
+    unsigned ca_sig_checks, ca_sig_from_tls;
 };
 
 /* Decides a CONNECT (docs/protocol.md, "Admission").  cert may be NULL
- * (refused).
+ * (refused).  tls_issuer: the certificate whose key the TLS handshake
+ * verified cert's signature with (handshake.h), or NULL when unknown.
  * db_ready: whether the worker is in touch with the database; first
  * connects are refused without it (fail closed).  Always fills out. */
 void pn_admit_decide(const struct pn_state *s, const struct pn_policy *pol, X509 *cert,
-                     const char *client_id, bool db_ready, time_t now, struct pn_admission *out);
+                     X509 *tls_issuer, const char *client_id, bool db_ready, time_t now,
+                     struct pn_admission *out);
 
 /* Whether a session re-authenticated without a certificate at SIGHUP
  * (Mosquitto re-checks offline durable sessions too) keeps its place: the

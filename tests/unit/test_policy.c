@@ -11,6 +11,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <sodium.h>
 
 #include "cert.h"
@@ -112,7 +113,7 @@ static const struct pn_policy POL_DEFAULT = {"fleet", PN_IDENTITY_CN, PN_ROTATE_
 static enum pn_admit_kind decide(const struct pn_state *s, const struct pn_policy *pol, X509 *cert,
                                  const char *cid, bool ready, time_t t, struct pn_admission *a)
 {
-    pn_admit_decide(s, pol, cert, cid, ready, t, a);
+    pn_admit_decide(s, pol, cert, NULL, cid, ready, t, a);
     return a->kind;
 }
 
@@ -169,6 +170,23 @@ static struct pn_state *make_state(void)
     bin_id(svc_cert, sid);
     CHECK(pn_state_put_service(s, sid, "svc", pn_cert_not_after(svc_cert)) != NULL);
     return s;
+}
+
+/* cert with its authorityKeyIdentifier removed, re-signed by ikey, and
+ * parsed back from DER as the broker receives it: its issuer is then known
+ * by name alone, and only a signature tells same-named CAs apart. */
+static X509 *without_aki(X509 *cert, EVP_PKEY *ikey)
+{
+    int idx = X509_get_ext_by_NID(cert, NID_authority_key_identifier, -1);
+    if (idx >= 0)
+        X509_EXTENSION_free(X509_delete_ext(cert, idx));
+    unsigned char *der = NULL;
+    int n = X509_sign(cert, ikey, EVP_sha256()) > 0 ? i2d_X509(cert, &der) : -1;
+    const unsigned char *p = der;
+    X509 *out = n > 0 ? d2i_X509(NULL, &p, n) : NULL;
+    OPENSSL_free(der);
+    X509_free(cert);
+    return must(out, "a certificate without AKI");
 }
 
 /* ----------------------------------------------------------------- ACL */
@@ -582,6 +600,54 @@ static void test_admit_first_connect(void)
     pn_state_free(s);
 }
 
+/* A first connect whose CA signature the TLS handshake has checked
+ * (handshake.h): with the registered CA's key the plugin does not check it
+ * again; with any other key (an impostor CA of the same name that OpenSSL
+ * still trusts) it does, and refuses what that key signed. */
+static void test_admit_tls_issuer(void)
+{
+    struct pn_state *s = make_state();
+    struct pn_admission a;
+    struct pn_policy pol = POL_DEFAULT;
+    EVP_PKEY *k = key_ec(), *imp_key = key_ec();
+    X509 *t1 = mk(PN_CERT_DEVICE, "T1", 30, k, ca_cert, ca_key);
+
+    pn_admit_decide(s, &pol, t1, ca_cert, "T1", true, now, &a);
+    CHECK(a.kind == PN_ADMIT_NEW);
+    CHECK(a.ca_sig_from_tls == 1 && a.ca_sig_checks == 0);
+    pn_admit_decide(s, &pol, t1, NULL, "T1", true, now, &a);
+    CHECK(a.kind == PN_ADMIT_NEW);
+    CHECK(a.ca_sig_from_tls == 0 && a.ca_sig_checks == 1);
+
+    /* The CA renewed: another certificate, the same key. */
+    X509 *renewed = mk(PN_CERT_CA, "JITP CA", 730, ca_key, NULL, NULL);
+    pn_admit_decide(s, &pol, t1, renewed, "T1", true, now, &a);
+    CHECK(a.kind == PN_ADMIT_NEW && a.ca_sig_from_tls == 1 && a.ca_sig_checks == 0);
+
+    /* An impostor named like the registered CA, with its own key: TLS
+     * verified T2 with it.  Names match the registered CA; the key does not. */
+    X509 *imp = mk(PN_CERT_CA, "JITP CA", 365, imp_key, NULL, NULL);
+    CHECK(X509_NAME_cmp(X509_get_subject_name(imp), X509_get_subject_name(ca_cert)) == 0);
+    X509 *t2 = without_aki(mk(PN_CERT_DEVICE, "T2", 30, k, imp, imp_key), imp_key);
+    CHECK(X509_check_issued(ca_cert, t2) == X509_V_OK);
+    pn_admit_decide(s, &pol, t2, imp, "T2", true, now, &a);
+    CHECK(a.kind == PN_REFUSE);
+    CHECK(why(&a, "not a registered Device CA"));
+    CHECK(a.ca_sig_from_tls == 0 && a.ca_sig_checks == 1);
+
+    /* The registered CA's device, with another key reported: checked. */
+    pn_admit_decide(s, &pol, t1, imp, "T1", true, now, &a);
+    CHECK(a.kind == PN_ADMIT_NEW && a.ca_sig_from_tls == 0 && a.ca_sig_checks == 1);
+
+    X509_free(t2);
+    X509_free(imp);
+    X509_free(renewed);
+    X509_free(t1);
+    EVP_PKEY_free(imp_key);
+    EVP_PKEY_free(k);
+    pn_state_free(s);
+}
+
 static void test_admit_rotation(void)
 {
     struct pn_state *s = make_state();
@@ -843,6 +909,7 @@ int main(void)
     test_acl_service();
     test_admit_pinned();
     test_admit_first_connect();
+    test_admit_tls_issuer();
     test_admit_rotation();
     test_admit_service();
     test_admit_reload_keeps();
