@@ -10,6 +10,12 @@
 #include "sync_internal.h"
 
 #define SEEN_FLUSH_S 1 /* last_seen writes are batched at most once a second */
+/* last_seen and last_used are kept to the minute: a connect within a
+ * minute of the stored time does not write the row again.  A broker
+ * restart's reconnect storm then costs PostgreSQL no row versions, index
+ * entries or WAL for them (two thirds of its work per pinned connect:
+ * 0.046 of 0.055 ms in pg_stat_statements). */
+#define SEEN_GRAIN "interval '1 minute'"
 #define BATCH 5000     /* keys per statement */
 
 /* The statements that store pins, planned once per connection (parsing
@@ -646,11 +652,13 @@ void pn_persist_seen(struct pn_sync *s)
         const char *dv[] = {dt}, *cv[] = {ct};
         if (pn_db_cmd(s->db, &err,
                       "UPDATE devices SET last_seen = now() WHERE identifier IN "
-                      "(SELECT jsonb_array_elements_text($1::jsonb))",
+                      "(SELECT jsonb_array_elements_text($1::jsonb)) AND "
+                      "(last_seen IS NULL OR last_seen < now() - " SEEN_GRAIN ")",
                       1, dv) < 0 ||
             pn_db_cmd(s->db, &err,
                       "UPDATE device_certificates SET last_used = now() WHERE id IN "
-                      "(SELECT jsonb_array_elements_text($1::jsonb))",
+                      "(SELECT jsonb_array_elements_text($1::jsonb)) AND "
+                      "(last_used IS NULL OR last_used < now() - " SEEN_GRAIN ")",
                       1, cv) < 0)
             pn_sync_log(s, PN_LOG_WARNING, "pinion: cannot record last_seen: %s", err.msg);
         free(dt);
