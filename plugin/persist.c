@@ -16,7 +16,7 @@
  * entries or WAL for them (two thirds of its work per pinned connect:
  * 0.046 of 0.055 ms in pg_stat_statements). */
 #define SEEN_GRAIN "interval '1 minute'"
-#define BATCH 5000     /* keys per statement */
+#define BATCH 5000 /* keys per statement */
 
 /* The statements that store pins, planned once per connection (parsing
  * and planning them was most of the database's work per pin).  Every
