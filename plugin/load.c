@@ -258,7 +258,7 @@ struct pn_state *pn_load_all(PGconn *db, struct pn_certs *trust, struct pn_err *
     if (stream(db, err, DEVICE_SELECT, st, device_op) < 0 ||
         stream(db, err, PIN_SELECT, st, pin_op) < 0)
         goto fail;
-    if (pn_db_cmd(db, err, "COMMIT", 0, NULL) < 0)
+    if (pn_db_commit(db, err) < 0)
         goto fail;
     return st;
 fail:
