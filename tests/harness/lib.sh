@@ -349,6 +349,16 @@ wait_until() {
     return 1
 }
 
+# until_secs SECS CMD...: like wait_until, for a CMD that itself takes a
+# second or more (wait_until counts tries, not seconds).
+until_secs() {
+    local end=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ $SECONDS -lt $end ] || return 1
+    done
+}
+
 . "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 free_port() { free_port_in 26000; }
 

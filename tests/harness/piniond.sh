@@ -175,6 +175,21 @@ stop_piniond() {
 
 # ---------------------------------------------------------------- devices
 
+# The plugin's counters under $SYS/broker/pinion/ on broker NAME, as a
+# service identity (make_fleet's piniond) reads them: the retained values
+# below SUBTREE (default all) in $SYS, one "name value" a line, and the
+# probe's output in $OUT.  sys_get NAME: one value; sys_is BROKER NAME
+# VALUE: whether it has that value now.
+sys_values() {
+    probe "$1" "$T/svc" piniond --sub "\$SYS/broker/pinion/${2:-#}" --stay 1
+    SYS=$(grep '^msg \$SYS/broker/pinion/' <<<"$OUT" | sed 's/^msg \$SYS\/broker\/pinion\///')
+}
+sys_get() { awk -v k="$1" '$1 == k { v = $2 } END { print v }' <<<"$SYS"; }
+sys_is() {
+    sys_values "$1"
+    [ "$(sys_get "$2")" = "$3" ]
+}
+
 device_cert() {
     local id=$1 o
     [ -f "$T/devs/$id.pem" ] && return 0

@@ -16,21 +16,6 @@
 make_fleet
 start_broker b1 sys_interval=1 || bail_out "broker: $OUT"
 
-# Counters of broker NAME, as a service identity reads them.
-sys_values() {
-    probe "$1" "$T/svc" piniond --sub '$SYS/broker/pinion/ca_signatures/#' --stay 1
-    SYS=$(grep '^msg \$SYS/broker/pinion/' <<<"$OUT" | sed 's/^msg \$SYS\/broker\/pinion\///')
-}
-sys_get() { awk -v k="$1" '$1 == k { v = $2 } END { print v }' <<<"$SYS"; }
-sys_is() { sys_values "$1"; [ "$(sys_get "$2")" = "$3" ]; }
-until_secs() {
-    local end=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ $SECONDS -lt $end ] || return 1
-    done
-}
-
 for id in dev-1 dev-2 dev-3; do
     device_cert "$id"
     probe b1 "$T/devs/$id" "$id"
