@@ -67,6 +67,96 @@ static int issuer_is(X509 *leaf, X509 *want)
     return same;
 }
 
+/* cert re-signed by ikey without its authorityKeyIdentifier and parsed
+ * back from DER, as a broker receives it: its issuer is known by name. */
+static X509 *without_aki(X509 *cert, EVP_PKEY *ikey)
+{
+    int idx = X509_get_ext_by_NID(cert, NID_authority_key_identifier, -1);
+    if (idx >= 0)
+        X509_EXTENSION_free(X509_delete_ext(cert, idx));
+    unsigned char *der = NULL;
+    int n = X509_sign(cert, ikey, EVP_sha256()) > 0 ? i2d_X509(cert, &der) : -1;
+    const unsigned char *p = der;
+    X509 *out = n > 0 ? d2i_X509(NULL, &p, n) : NULL;
+    OPENSSL_free(der);
+    X509_free(cert);
+    if (!out)
+        exit(2);
+    return out;
+}
+
+/* A copy of x as a trust store may hold it: from a TRUSTED CERTIFICATE
+ * PEM (X509_AUX) that trusts it for TLS clients. */
+static X509 *aux_trusted(X509 *x)
+{
+    X509 *c = X509_dup(x);
+    if (!c || !X509_add1_trust_object(c, OBJ_nid2obj(NID_client_auth)))
+        exit(2);
+    return c;
+}
+
+/* As verify(), against a store holding the n certificates of anchors. */
+static int verify_in(X509 *leaf, STACK_OF(X509) * chain, X509 **anchors, size_t n)
+{
+    X509_STORE *st = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    int ok = -1;
+    for (size_t i = 0; st && i < n; i++)
+        if (!X509_STORE_add_cert(st, anchors[i]))
+            goto out;
+    if (st && ctx && X509_STORE_CTX_init(ctx, st, leaf, chain) &&
+        X509_STORE_CTX_set_default(ctx, "ssl_client")) {
+        X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(ctx), X509_V_FLAG_PARTIAL_CHAIN);
+        ok = X509_verify_cert(ctx);
+    }
+out:
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(st);
+    return ok;
+}
+
+/* OpenSSL skips the purpose check of a trusted certificate whose explicit
+ * trust settings trust it for TLS clients (x509_vfy.c, check_purpose()).
+ * A leaf whose issuer was skipped so must not stay pending, to be paired
+ * with the first CA of a later chain whose own leaf was skipped (a leaf
+ * found in the store as it is, PARTIAL_CHAIN).  Here the later chain's CA
+ * is a certificate the client made up: the registered CA's name and
+ * public key, signed by nobody.  Recording it would let the plugin skip
+ * the signature check of a device the registered CA never signed. */
+static void test_skipped_purpose_checks(void)
+{
+    EVP_PKEY *reg_key = key(), *old_key = key(), *k = key(), *nobody_key = key();
+    /* The old key of the re-keyed CA, still in OpenSSL's store. */
+    X509 *old = mk(PN_CERT_CA, "Device CA", old_key, NULL, NULL);
+    X509 *nobody = mk(PN_CERT_CA, "Nobody", nobody_key, NULL, NULL);
+    /* The registered CA's name and key, issued by "Nobody". */
+    X509 *fake = mk(PN_CERT_CA, "Device CA", reg_key, nobody, nobody_key);
+    /* A certificate the store holds as it is (e.g. a service's). */
+    X509 *svc = mk(PN_CERT_DEVICE, "svc", k, fake, reg_key);
+    /* A device the old key signed, without AKI (named like the new CA's). */
+    X509 *dev = without_aki(mk(PN_CERT_DEVICE, "d9", k, old, old_key), old_key);
+    X509 *store[] = {aux_trusted(old), aux_trusted(svc)};
+
+    /* dev's handshake: verified with the old key (issuer not watched). */
+    CHECK(verify_in(dev, NULL, store, 2) == 1);
+    /* Another handshake: svc and the made-up CA. */
+    STACK_OF(X509) *chain = sk_X509_new_null();
+    sk_X509_push(chain, fake);
+    (void)verify_in(svc, chain, store, 2);
+    /* Whatever is recorded for dev must be the key that verified it. */
+    X509 *got = pn_handshake_issuer(dev);
+    CHECK(!got || X509_verify(dev, X509_get0_pubkey(got)) == 1);
+    X509_free(got);
+
+    sk_X509_free(chain);
+    X509 *certs[] = {old, nobody, fake, svc, dev, store[0], store[1]};
+    for (size_t i = 0; i < sizeof(certs) / sizeof(*certs); i++)
+        X509_free(certs[i]);
+    EVP_PKEY *keys[] = {reg_key, old_key, k, nobody_key};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++)
+        EVP_PKEY_free(keys[i]);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -109,6 +199,8 @@ int main(void)
     /* ... and does not leave itself behind as the next chain's leaf. */
     CHECK(verify(d1, NULL, root, 1) == 1);
     CHECK(issuer_is(d1, root));
+
+    test_skipped_purpose_checks();
 
     /* Records of handshakes that never reached a CONNECT expire. */
     CHECK(verify(d2, NULL, root, 1) == 1);
