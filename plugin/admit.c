@@ -46,9 +46,11 @@ static bool issued_by(X509 *cert, const struct pn_ca *ca, X509 *tls_issuer,
 {
     if (X509_check_issued(ca->cert, cert) != X509_V_OK)
         return false;
-    if (tls_issuer &&
-        (X509_cmp(tls_issuer, ca->cert) == 0 ||
-         EVP_PKEY_eq(X509_get0_pubkey(tls_issuer), X509_get0_pubkey(ca->cert)) == 1)) {
+    /* Both keys present: EVP_PKEY_eq(NULL, NULL) is 1. */
+    EVP_PKEY *ca_key = X509_get0_pubkey(ca->cert);
+    EVP_PKEY *tls_key = tls_issuer ? X509_get0_pubkey(tls_issuer) : NULL;
+    if (ca_key && tls_key &&
+        (X509_cmp(tls_issuer, ca->cert) == 0 || EVP_PKEY_eq(tls_key, ca_key) == 1)) {
         out->ca_sig_from_tls++;
         return true;
     }

@@ -10,7 +10,9 @@
  * each certificate of a chain it has built, leaf first, before checking
  * the chain's signatures.  The leaf and its issuer (the chain's second
  * certificate, whose key verifies the leaf's signature) are kept in a
- * small table until the CONNECT decision takes them.  The record can be
+ * small table until the CONNECT decision takes them.  OpenSSL's trust check
+ * for TLS clients is watched too, so that a leaf is only ever paired with
+ * the next certificate of its own chain (handshake.c says why).  The record can be
  * trusted because a client certificate reaches a CONNECT only if its whole
  * verification succeeded: Mosquitto's verify callback (2.0 and 2.1) lets
  * no signature failure through, and a failed verification ends the
