@@ -9,7 +9,9 @@
 #            no ACL at all;
 #   allowall - plain with an ACL plugin that allows everything
 #            (bench/allow_all): what asking any plugin costs Mosquitto;
-#   pinion - Mosquitto + the built plugin, capath = its trust directory.
+#   pinion - Mosquitto + the built plugin, capath = its trust directory;
+#   KIND_thread - KIND with one idle thread preloaded (bench/idle_thread):
+#            what a plugin's own thread costs (bench/thread_cost.sh).
 # Source it with N, BUILD set and the repository root as working directory.
 
 . bench/common.sh
@@ -69,7 +71,12 @@ psql_b() { "$PINION_PG_BIN/psql" -X -q -h "$PGHOST" -p "$PGPORT" -U postgres ben
 
 # start_broker plain|pinion: a fresh broker, waits until it accepts.
 start_broker() {
-    local kind=$1 conf=$W/$1.conf
+    local kind=$1 conf=$W/$1.conf preload=
+    # KIND_thread: KIND with one idle thread preloaded (bench/thread_cost.sh).
+    if [[ $kind == *_thread ]]; then
+        kind=${kind%_thread}
+        preload=$BUILD/bench/bench_idle_thread.so
+    fi
     {
         echo "per_listener_settings false"
         echo "allow_anonymous false"
@@ -104,7 +111,7 @@ start_broker() {
         fi
         echo "require_certificate true"
     } >"$conf"
-    mosquitto -c "$conf" >>"$W/$kind.stdout" 2>&1 &
+    LD_PRELOAD=$preload mosquitto -c "$conf" >>"$W/$kind.stdout" 2>&1 &
     BROKER_PID=$!
     local i
     for ((i = 0; i < 200; i++)); do
