@@ -16,7 +16,10 @@
  * purpose check replaced by trust settings, drops the pending leaf, which
  * therefore never reaches past the next certificate of its own chain.  The
  * pending leaf is a reference, so a chain abandoned between its leaf and
- * its issuer leaves nothing dangling. */
+ * its issuer leaves nothing dangling.  This holds for verifications with
+ * the trust id X509_TRUST_SSL_CLIENT (others never reach the watched trust
+ * entry): the plugin's "ssl_client" parameters set it (plugin.c,
+ * install_verify_params), and Mosquitto sets no trust or purpose of its own. */
 #include "handshake.h"
 
 #include <pthread.h>
