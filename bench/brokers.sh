@@ -129,6 +129,15 @@ start_broker() {
     exit 1
 }
 
+# pin_all COUNT: the first COUNT cached devices connect once to a Pinion
+# broker, so that the runs after measure pinned clients, not first connects.
+pin_all() {
+    start_broker pinion
+    "$BUILD/bench/mqtt_load" storm --port "$PORT" --cafile "$CACHE/server.pem" \
+        --certs "$CACHE/devs" -n "$1" >/dev/null
+    stop_broker
+}
+
 stop_broker() {
     [ -n "${BROKER_PID:-}" ] || return 0
     kill -TERM "$BROKER_PID" 2>/dev/null || true

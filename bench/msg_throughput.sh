@@ -28,11 +28,7 @@ bench_setup "$N"
 say "message throughput: $N devices + 1 service, $MSGS messages a run, $ROUNDS rounds;" \
     "$(bench_machine)"
 
-# Pins first, so that the runs measure messages, not first connects.
-start_broker pinion
-"$BUILD/bench/mqtt_load" storm --port "$PORT" --cafile "$CACHE/server.pem" \
-    --certs "$CACHE/devs" -n "$N" >/dev/null
-stop_broker
+pin_all "$N"
 
 declare -A RATE CPU
 fail=0

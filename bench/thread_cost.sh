@@ -30,12 +30,7 @@ bench_setup "$N"
 say "thread cost: storms of $N devices, $MSGS messages from $M devices, $ROUNDS rounds;" \
     "$(bench_machine)"
 
-# Pins first, for the allow-all broker's message runs (it admits anyone,
-# but the devices' certificates are the pinned ones either way).
-start_broker pinion
-"$BUILD/bench/mqtt_load" storm --port "$PORT" --cafile "$CACHE/server.pem" \
-    --certs "$CACHE/devs" -n "$N" >/dev/null
-stop_broker
+pin_all "$N"
 
 declare -A CPU
 fail=0
