@@ -11,10 +11,7 @@
 # ------------------------------------------------------------------ PKI
 setup "$PINION" org create acme
 setup "$PINION" product create acme sensor
-setup "$PINION" ca create --cn "ACL Device CA" --out ca
-code=$("$PINION" ca code acme 2>/dev/null) || bail_out "ca code failed"
-setup "$PINION" ca verification-cert --ca ca --code "$code" --out v.pem
-setup "$PINION" ca register acme ca/ca.pem --verification-cert v.pem --jitp sensor
+make_ca ca # ca/, JITP into sensor
 setup "$PINION" device cert --ca ca --id A --out devs
 setup "$PINION" device cert --ca ca --id B --out devs
 

@@ -10,10 +10,7 @@
 
 setup "$PINION" org create acme
 setup "$PINION" product create acme sensor
-setup "$PINION" ca create --cn "HUP Device CA" --out ca
-code=$("$PINION" ca code acme 2>/dev/null) || bail_out "ca code failed"
-setup "$PINION" ca verification-cert --ca ca --code "$code" --out v.pem
-setup "$PINION" ca register acme ca/ca.pem --verification-cert v.pem --jitp sensor
+make_ca ca # ca/, JITP into sensor
 for id in A B S; do setup "$PINION" device cert --ca ca --id "$id" --out devs; done
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout svc.key \
     -out svc.pem -days 30 -subj /CN=pinion-svc -addext extendedKeyUsage=clientAuth \

@@ -19,10 +19,7 @@ pinned() { [ "$(sql "SELECT count(*) FROM device_certificates c JOIN devices d O
 
 setup "$PINION" org create acme
 setup "$PINION" product create acme sensor
-setup "$PINION" ca create --cn "Versions CA" --out ca
-code=$("$PINION" ca code acme 2>/dev/null) || bail_out "ca code failed"
-setup "$PINION" ca verification-cert --ca ca --code "$code" --out v.pem
-setup "$PINION" ca register acme ca/ca.pem --verification-cert v.pem --jitp sensor
+make_ca ca # ca/, JITP into sensor
 for id in d1 d2 q1 q2 q3; do setup "$PINION" device cert --ca ca --id "$id" --out devs; done
 
 start_broker b1 || bail_out "broker b1 did not start: $OUT"

@@ -60,10 +60,7 @@ setup "$PINION" db migrate
 # ------------------------------------------------------------------ PKI
 setup "$PINION" org create acme
 setup "$PINION" product create acme sensor
-setup "$PINION" ca create --cn "Outage CA" --out ca
-code=$("$PINION" ca code acme 2>/dev/null) || bail_out "ca code failed"
-setup "$PINION" ca verification-cert --ca ca --code "$code" --out v.pem
-setup "$PINION" ca register acme ca/ca.pem --verification-cert v.pem --jitp sensor
+make_ca ca # ca/, JITP into sensor
 for id in P U Q R S; do setup "$PINION" device cert --ca ca --id "$id" --out devs; done
 
 pins_of() {

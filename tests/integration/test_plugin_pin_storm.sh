@@ -25,10 +25,7 @@ LOAD=$PINION_BUILD/bench/mqtt_load
 
 setup "$PINION" org create acme
 setup "$PINION" product create acme sensor
-setup "$PINION" ca create --cn "Storm CA" --out ca
-code=$("$PINION" ca code acme 2>/dev/null) || bail_out "ca code failed"
-setup "$PINION" ca verification-cert --ca ca --code "$code" --out v.pem
-setup "$PINION" ca register acme ca/ca.pem --verification-cert v.pem --jitp sensor
+make_ca ca # ca/, JITP into sensor
 setup "$LOAD" certs --ca ca --out devs -n "$N"
 setup "$PINION" service add listener devs/svc.pem
 # mqtt_load names the service's certificate svc.pem; pn-probe wants PREFIX.pem/.key

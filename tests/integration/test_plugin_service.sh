@@ -206,10 +206,7 @@ refused "a service certificate not yet valid is refused" b1 fut fut \
     'service certificate is not valid before'
 
 # ------------------------------------------------------------ deny lines
-setup "$PINION" ca create --cn "Service test CA" --out ca
-code=$("$PINION" ca code acme 2>/dev/null) || bail_out "ca code failed"
-setup "$PINION" ca verification-cert --ca ca --code "$code" --out v.pem
-setup "$PINION" ca register acme ca/ca.pem --verification-cert v.pem --jitp sensor
+make_ca ca # ca/, JITP into sensor
 setup "$PINION" device cert --ca ca --id A --out devs
 setup "$PINION" device cert --ca ca --id C --out devs
 # TLS admits A only once b1's worker has written the new CA into its trust

@@ -13,10 +13,7 @@ command -v valgrind >/dev/null 2>&1 || skip_all "valgrind is not installed"
 
 setup "$PINION" org create acme
 setup "$PINION" product create acme sensor
-setup "$PINION" ca create --cn "Valgrind Device CA" --out ca
-code=$("$PINION" ca code acme 2>/dev/null) || bail_out "ca code failed"
-setup "$PINION" ca verification-cert --ca ca --code "$code" --out v.pem
-setup "$PINION" ca register acme ca/ca.pem --verification-cert v.pem --jitp sensor
+make_ca ca # ca/, JITP into sensor
 setup "$PINION" device cert --ca ca --id A --out devs
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout svc.key \
     -out svc.pem -days 30 -subj /CN=pinion-svc -addext extendedKeyUsage=clientAuth \
