@@ -615,6 +615,17 @@ int pn_persist_pins(struct pn_sync *s, struct pn_err *err)
  * a fifth.  Without owning the tables ANALYZE only warns, and nothing changes. */
 #define ANALYZE_MIN 500
 
+bool pn_persist_measure(struct pn_sync *s)
+{
+    PGresult *r = PQexec(s->db, "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = "
+                                "'device_certificates'::regclass");
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (ok)
+        s->pins_at_analyze = atof(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return ok;
+}
+
 void pn_persist_analyze(struct pn_sync *s)
 {
     if (!s->db || s->pins_since_analyze < ANALYZE_MIN ||
@@ -622,14 +633,10 @@ void pn_persist_analyze(struct pn_sync *s)
         return;
     PGresult *r = PQexec(s->db, "SET client_min_messages = error; "
                                 "ANALYZE devices, device_certificates, device_presence; "
-                                "RESET client_min_messages; "
-                                "SELECT reltuples FROM pg_class WHERE oid = "
-                                "'device_certificates'::regclass");
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        s->pins_at_analyze = atof(PQgetvalue(r, 0, 0));
-    else
-        s->pins_at_analyze += (double)s->pins_since_analyze;
+                                "RESET client_min_messages");
     PQclear(r);
+    if (!pn_persist_measure(s))
+        s->pins_at_analyze += (double)s->pins_since_analyze;
     s->pins_since_analyze = 0;
 }
 

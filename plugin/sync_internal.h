@@ -100,8 +100,11 @@ int pn_persist_prepare(PGconn *db, struct pn_err *err);
  * or -1 with err when the connection failed (they are queued again). */
 int pn_persist_pins(struct pn_sync *s, struct pn_err *err);
 
-/* ANALYZE after many pins stored from small tables (persist.c). */
+/* ANALYZE after many pins stored from small tables (persist.c).  measure
+ * reads the pin table's size as PostgreSQL last estimated it into
+ * pins_at_analyze (false when the query failed). */
 void pn_persist_analyze(struct pn_sync *s);
+bool pn_persist_measure(struct pn_sync *s);
 
 /* Writes the last-seen marks, at most every SEEN_FLUSH_S; a failure is
  * logged, the marks dropped. */

@@ -57,12 +57,7 @@ static int connect_db(struct pn_sync *s, struct pn_err *err)
     }
     /* Once per run: after a lost connection the rows still hold. */
     s->registered = true;
-    /* The table's size as PostgreSQL last measured it (pn_persist_analyze). */
-    PGresult *r = PQexec(s->db, "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = "
-                                "'device_certificates'::regclass");
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-        s->pins_at_analyze = atof(PQgetvalue(r, 0, 0));
-    PQclear(r);
+    pn_persist_measure(s); /* the table's size, for pn_persist_analyze */
     return 0;
 }
 
